@@ -1,0 +1,56 @@
+# rlock: build, run and test the Redis module.
+#
+#   make run     build, then redis-server on 127.0.0.1:6379 with the module (ARGS='--opt val', PORT=)
+#   make test    Rust unit + integration tests, then the Python interop tests
+#   make bench   the benchmark (examples/bench.rs), once there is one
+#   make build | fmt | clippy | clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# cargo from PATH, else from rustup's default location.
+export PATH := $(PATH):$(HOME)/.cargo/bin
+CARGO ?= cargo
+
+MODULE := $(abspath target/release/librlock.so)
+export RLOCK_MODULE := $(MODULE)
+
+PORT ?= 6379
+ARGS ?=
+
+.PHONY: build run test bench fmt clippy clean distclean
+
+build:
+	$(CARGO) build --release
+
+run:
+	PORT=$(PORT) scripts/run.sh $(ARGS)
+
+test:
+	scripts/setup.sh --python
+	$(CARGO) build --release
+	$(CARGO) test --release
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+
+bench:
+	scripts/setup.sh --python
+	$(CARGO) build --release
+	@if [[ -f examples/bench.rs ]]; then \
+		echo "$(CARGO) run --release --example bench"; \
+		$(CARGO) run --release --example bench; \
+	else \
+		echo "no benchmark yet (examples/bench.rs)"; \
+	fi
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+
+# Also drop the Python test venv.
+distclean: clean
+	rm -rf .venv

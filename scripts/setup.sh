@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Make sure everything needed to build, run and test rlock is present.
+#
+#   scripts/setup.sh            system packages (redis-server, clang, libclang-dev) and cargo
+#   scripts/setup.sh --python   the same, plus the Python test venv at .venv
+#
+# Idempotent and quick when everything is already installed: it only calls apt-get or pip when
+# something is missing or tests/python/requirements.txt has changed.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+want_python=0
+for arg in "$@"; do
+    case "$arg" in
+        --python) want_python=1 ;;
+        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        *) echo "setup.sh: unknown argument '$arg' (expected --python)" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "setup: $*"; }
+
+# --- system packages ------------------------------------------------------------------------
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+
+if ((${#missing[@]})); then
+    say "missing: ${missing[*]}; installing with apt-get"
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            say "not root and no sudo: install redis-server libclang-dev clang by hand" >&2
+            exit 1
+        fi
+    fi
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y redis-server libclang-dev clang
+    # The Debian package starts a redis-server on port 6379; stop it so `make run` and the tests
+    # get the port. There may be no init system at all (containers), so failures are fine.
+    "${sudo[@]}" service redis-server stop >/dev/null 2>&1 \
+        || "${sudo[@]}" systemctl stop redis-server >/dev/null 2>&1 \
+        || true
+fi
+
+# --- Rust -----------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    cat >&2 <<'EOF'
+setup: cargo not found (looked in PATH and ~/.cargo/bin).
+setup: rlock needs Rust stable; install it with rustup (https://rustup.rs), e.g.
+setup:   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+setup: then open a new shell or run: source "$HOME/.cargo/env"
+EOF
+    exit 1
+fi
+
+# --- Python test environment ----------------------------------------------------------------
+if ((want_python)); then
+    req=tests/python/requirements.txt
+    venv=.venv
+    marker="$venv/.rlock-requirements.sha256"
+    if [[ ! -f $req ]]; then
+        say "$req not found" >&2
+        exit 1
+    fi
+    python="${PYTHON:-python3}"
+    if ! command -v "$python" >/dev/null 2>&1; then
+        say "$python not found; the Python tests need Python 3 with the venv module" >&2
+        exit 1
+    fi
+    pyver() { "$1" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || true; }
+    # A venv from another interpreter version is rebuilt; the marker records the requirements
+    # file it was last installed from.
+    if [[ -x $venv/bin/python && "$(pyver "$venv/bin/python")" != "$(pyver "$python")" ]]; then
+        say "$venv was made by another Python; recreating it"
+        rm -rf "$venv"
+    fi
+    if [[ ! -x $venv/bin/python ]]; then
+        say "creating $venv with $python"
+        rm -rf "$venv"
+        "$python" -m venv "$venv"
+    fi
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ ! -f $marker || "$(cat "$marker")" != "$want" ]]; then
+        say "installing $req into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+        echo "$want" >"$marker"
+    fi
+fi
