@@ -1,0 +1,55 @@
+//! `LOCK.ACQUIRE name token ttl [BLOCK ms]`
+//!
+//! Free lock: `token` takes it for `ttl` seconds → `OK`. Held by `token`: the lease is renewed
+//! → `OK` (a retry after a lost reply is safe). Held by another: nil, or with `BLOCK`, wait in
+//! line (first come, first served) up to `ms` milliseconds (0: no limit) → `OK` when handed
+//! the lock, nil when the time is up. Never blocks inside MULTI, scripts or functions.
+
+use super::{arity_error, parse_block, parse_token, parse_ttl, writable_keys};
+use crate::ffi::{CmdError, CmdResult, Ctx, Kind, Reply};
+use crate::{keys, wake};
+
+pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
+    let (name, token, ttl_ms, block_ms) = match args {
+        [_, name, token, ttl] => (*name, parse_token(token)?, parse_ttl(ttl)?, None),
+        [_, name, token, ttl, option, ms] => {
+            let (token, ttl_ms) = (parse_token(token)?, parse_ttl(ttl)?);
+            if !option.eq_ignore_ascii_case(b"BLOCK") {
+                let option = String::from_utf8_lossy(option);
+                return Err(CmdError(format!(
+                    "ERR unknown option '{option}' (expected BLOCK ms)"
+                )));
+            }
+            (*name, token, ttl_ms, Some(parse_block(ms)?))
+        }
+        _ => return Err(arity_error("lock.acquire")),
+    };
+    let key_name = writable_keys(ctx, name)?;
+    let mut key = keys::open_lock(ctx, &key_name, true)?;
+    let now = Ctx::now_ms();
+
+    // Free, but others were in line first (a foreign release whose hand-over is still
+    // scheduled): they go first.
+    if key.kind() == Kind::Empty && wake::has_waiters(ctx, name) {
+        wake::hand_over_or_free(ctx, &mut key, name, now, false);
+    }
+    if key.kind() == Kind::Empty {
+        keys::write_owner(ctx, &mut key, &key_name, token, now + ttl_ms);
+        return Ok(Reply::Ok);
+    }
+    if key.value() == token {
+        keys::write_expiry(ctx, &mut key, &key_name, now + ttl_ms);
+        wake::lease_changed(ctx, name, now + ttl_ms);
+        return Ok(Reply::Ok);
+    }
+    match block_ms {
+        Some(ms) if ctx.may_block() => {
+            if wake::wait(ctx, name, token, ttl_ms, ms, key.expires_at()) {
+                Ok(Reply::Blocked)
+            } else {
+                Ok(Reply::Nil)
+            }
+        }
+        _ => Ok(Reply::Nil),
+    }
+}

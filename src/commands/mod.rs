@@ -1,0 +1,199 @@
+//! The LOCK.* commands, one file each. Every handler keeps one order: check arity, parse
+//! *every* argument (a syntax error changes nothing), check the caller's rights, check the
+//! key's type, then serve at once or block.
+
+use crate::entry_point;
+use crate::ffi::{ArgType, CmdError, CommandSpec, Ctx};
+use crate::keys;
+
+mod acquire;
+mod owner;
+mod release;
+mod renew;
+mod resetall;
+
+/// The longest lease or wait accepted, in milliseconds: far enough from `i64::MAX` that
+/// "now + ttl" never overflows Redis's expire arithmetic.
+pub const MAX_MS: i64 = i64::MAX / 4;
+
+pub fn arity_error(command: &str) -> CmdError {
+    CmdError(format!(
+        "ERR wrong number of arguments for '{command}' command"
+    ))
+}
+
+/// A non-negative decimal integer (no sign, no spaces), as Redis's own parsers accept.
+fn parse_u64(arg: &[u8]) -> Option<u64> {
+    if arg.is_empty() || arg.len() > 19 || !arg.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// `ttl` in whole seconds, at least 1; returned in milliseconds.
+pub fn parse_ttl(arg: &[u8]) -> Result<i64, CmdError> {
+    let secs = parse_u64(arg)
+        .filter(|s| *s >= 1)
+        .ok_or_else(|| CmdError("ERR ttl must be a positive integer number of seconds".into()))?;
+    let max = MAX_MS as u64 / 1000;
+    if secs > max {
+        return Err(CmdError(format!(
+            "ERR ttl is out of range (at most {max} seconds)"
+        )));
+    }
+    Ok(secs as i64 * 1000)
+}
+
+/// `BLOCK ms`: milliseconds to wait, 0 meaning no limit.
+pub fn parse_block(arg: &[u8]) -> Result<i64, CmdError> {
+    let ms = parse_u64(arg).ok_or_else(|| {
+        CmdError("ERR BLOCK must be a non-negative integer number of milliseconds".into())
+    })?;
+    if ms > MAX_MS as u64 {
+        return Err(CmdError(format!(
+            "ERR BLOCK is out of range (at most {MAX_MS} milliseconds)"
+        )));
+    }
+    Ok(ms as i64)
+}
+
+pub fn parse_token(arg: &[u8]) -> Result<&[u8], CmdError> {
+    if arg.is_empty() {
+        return Err(CmdError("ERR token must not be empty".into()));
+    }
+    Ok(arg)
+}
+
+/// The lock's two key names, after checking that the caller may write both.
+pub fn writable_keys(ctx: Ctx, name: &[u8]) -> Result<Vec<u8>, CmdError> {
+    if !ctx.may_write() {
+        return Err(CmdError(
+            "READONLY You can't write against a read only replica.".into(),
+        ));
+    }
+    let lock_key = keys::lock_key(name);
+    if !ctx.may_access(&[&lock_key, &keys::signal_key(name)], true) {
+        return Err(no_permission());
+    }
+    Ok(lock_key)
+}
+
+pub fn no_permission() -> CmdError {
+    CmdError("NOPERM this user has no permissions to access the lock's keys (lock:<name>, lock-signal:<name>)".into())
+}
+
+const NAME: (&std::ffi::CStr, ArgType, Option<&std::ffi::CStr>, bool) =
+    (c"name", ArgType::Key, None, false);
+const TOKEN: (&std::ffi::CStr, ArgType, Option<&std::ffi::CStr>, bool) =
+    (c"token", ArgType::String, None, false);
+const TTL: (&std::ffi::CStr, ArgType, Option<&std::ffi::CStr>, bool) =
+    (c"ttl", ArgType::Integer, None, false);
+
+/// Register every LOCK.* command with its docs. False if Redis refused one.
+pub fn register(ctx: *mut redis_module::raw::RedisModuleCtx) -> bool {
+    let specs = [
+        CommandSpec {
+            name: c"LOCK.ACQUIRE",
+            entry: entry_point!(acquire::run),
+            flags: c"write deny-oom",
+            arity: -4,
+            summary: c"Take the lock `name` for `token` for `ttl` seconds; with BLOCK, wait in line up to `ms` milliseconds (0: no limit). Replies OK, or nil if not taken.",
+            complexity: c"O(1)",
+            takes_name: true,
+            writes: true,
+            args: &[NAME, TOKEN, TTL, (c"ms", ArgType::Integer, Some(c"BLOCK"), true)],
+        },
+        CommandSpec {
+            name: c"LOCK.RELEASE",
+            entry: entry_point!(release::run),
+            flags: c"write fast",
+            arity: 3,
+            summary: c"Release the lock `name` if `token` owns it, handing it to the first waiter. Replies 1 if released, else 0.",
+            complexity: c"O(1)",
+            takes_name: true,
+            writes: true,
+            args: &[NAME, TOKEN],
+        },
+        CommandSpec {
+            name: c"LOCK.RENEW",
+            entry: entry_point!(renew::run),
+            flags: c"write fast",
+            arity: 4,
+            summary: c"Set the lease of lock `name` to `ttl` seconds from now if `token` owns it. Replies 1 if renewed, else 0.",
+            complexity: c"O(1)",
+            takes_name: true,
+            writes: true,
+            args: &[NAME, TOKEN, TTL],
+        },
+        CommandSpec {
+            name: c"LOCK.OWNER",
+            entry: entry_point!(owner::run),
+            flags: c"readonly fast",
+            arity: 2,
+            summary: c"Reply the token owning lock `name`, or nil if it is free.",
+            complexity: c"O(1)",
+            takes_name: true,
+            writes: false,
+            args: &[NAME],
+        },
+        CommandSpec {
+            name: c"LOCK.RESETALL",
+            entry: entry_point!(resetall::run),
+            flags: c"write admin",
+            arity: 1,
+            summary: c"Remove every lock of the current database (module or python-redis-lock), wake their waiters, reply how many were removed.",
+            complexity: c"O(N) where N is the number of keys in the database",
+            takes_name: false,
+            writes: true,
+            args: &[],
+        },
+    ];
+    specs
+        .iter()
+        .all(|spec| crate::ffi::create_command(ctx, spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_parsing_table() {
+        let ok = [("1", 1000), ("60", 60_000), ("0007", 7000)];
+        for (arg, ms) in ok {
+            assert_eq!(parse_ttl(arg.as_bytes()), Ok(ms), "{arg}");
+        }
+        for bad in [
+            "0",
+            "-1",
+            "",
+            "1.5",
+            "abc",
+            " 1",
+            "+1",
+            "99999999999999999999",
+        ] {
+            assert!(parse_ttl(bad.as_bytes()).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_ttl((MAX_MS as u64 / 1000).to_string().as_bytes()).is_ok());
+        assert!(parse_ttl((MAX_MS as u64 / 1000 + 1).to_string().as_bytes())
+            .unwrap_err()
+            .0
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn block_parsing_table() {
+        assert_eq!(parse_block(b"0"), Ok(0));
+        assert_eq!(parse_block(b"5000"), Ok(5000));
+        for bad in ["-1", "", "x", "1e3", "9999999999999999999"] {
+            assert!(parse_block(bad.as_bytes()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn empty_token_is_refused() {
+        assert!(parse_token(b"").is_err());
+        assert_eq!(parse_token(b"t"), Ok(&b"t"[..]));
+    }
+}

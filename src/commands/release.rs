@@ -1,0 +1,22 @@
+//! `LOCK.RELEASE name token`
+//!
+//! If `token` owns the lock: hand it to the first waiter at once, or, with nobody waiting,
+//! delete it and wake python-redis-lock's waiters → 1. Otherwise nothing changes → 0.
+
+use super::{arity_error, parse_token, writable_keys};
+use crate::ffi::{CmdResult, Ctx, Kind, Reply};
+use crate::{keys, wake};
+
+pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
+    let [_, name, token] = args else {
+        return Err(arity_error("lock.release"));
+    };
+    let token = parse_token(token)?;
+    let key_name = writable_keys(ctx, name)?;
+    let mut key = keys::open_lock(ctx, &key_name, true)?;
+    if key.kind() != Kind::String || key.value() != token {
+        return Ok(Reply::Int(0));
+    }
+    wake::hand_over_or_free(ctx, &mut key, name, Ctx::now_ms(), true);
+    Ok(Reply::Int(1))
+}

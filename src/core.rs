@@ -1,0 +1,458 @@
+//! The lock and waiter core: plain data, no Redis types, no clock.
+//!
+//! The keys in Redis (`lock:<name>`) are the truth about who holds a lock: python-redis-lock
+//! clients write them too. The core keeps what Redis does not: for every lock, the module
+//! clients blocked on it in arrival order, the grants whose reply is still on its way, and the
+//! moments at which a lock must be looked at again (a holder's lease ending, a foreign release
+//! to follow up). Every time-dependent call takes `now` in milliseconds; the shell
+//! (`wake.rs`) reads the keys, calls in here, and performs what comes back.
+//!
+//! `H` is the shell's handle for a blocked client (a pointer's address in the module, a number
+//! in tests). The core only compares and hashes it.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Arc;
+
+/// One lock: its database and its name (the part after `lock:`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockId {
+    pub db: i32,
+    pub name: Vec<u8>,
+}
+
+impl LockId {
+    pub fn new(db: i32, name: &[u8]) -> Self {
+        LockId {
+            db,
+            name: name.to_vec(),
+        }
+    }
+}
+
+/// What the shell must do to hand a lock to a waiter: write `token` with a lease of `ttl_ms`
+/// starting now, then wake `handle` with success.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grant<H> {
+    pub handle: H,
+    pub token: Box<[u8]>,
+    pub ttl_ms: i64,
+}
+
+/// How a waiter left when the shell asked to remove it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// It was not known (already served, or never queued).
+    Unknown,
+    /// It was still queued; it is gone and will never be handed the lock.
+    Queued,
+    /// The lock had already been written for it but the client went away before the reply.
+    /// The core has queued a revocation: the shell frees the lock if it still holds `token`.
+    Granted,
+}
+
+/// A due look at one lock.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Check {
+    pub lock: Arc<LockId>,
+    /// Whether, if the lock is found free and nobody is waiting, python-redis-lock's waiters
+    /// must be signalled (the lock ended by expiry or eviction, which never signals by itself).
+    pub signal_if_free: bool,
+    /// Tokens whose grant was never delivered: free the lock if it is still held by one of them.
+    pub revoke: Vec<Box<[u8]>>,
+}
+
+struct Waiter {
+    seq: u64,
+    lock: Arc<LockId>,
+    token: Box<[u8]>,
+    ttl_ms: i64,
+}
+
+/// Arrival order of one lock's waiters. Removed waiters stay in `order` until they reach the
+/// front or the queue is compacted: a removal is O(1), whatever the queue's length.
+struct Queue<H> {
+    order: VecDeque<(H, u64)>,
+    live: usize,
+}
+
+#[derive(Default)]
+struct Pending {
+    at: i64,
+    signal_if_free: bool,
+    revoke: Vec<Box<[u8]>>,
+}
+
+pub struct Core<H> {
+    seq: u64,
+    waiters: HashMap<H, Waiter>,
+    queues: HashMap<Arc<LockId>, Queue<H>>,
+    granted: HashMap<H, (Arc<LockId>, Box<[u8]>)>,
+    pending: HashMap<Arc<LockId>, Pending>,
+    due: BTreeSet<(i64, Arc<LockId>)>,
+}
+
+impl<H: Copy + Eq + Hash> Default for Core<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H: Copy + Eq + Hash> Core<H> {
+    pub fn new() -> Self {
+        Core {
+            seq: 0,
+            waiters: HashMap::new(),
+            queues: HashMap::new(),
+            granted: HashMap::new(),
+            pending: HashMap::new(),
+            due: BTreeSet::new(),
+        }
+    }
+
+    /// Queue a blocked client at the back of `lock`'s line.
+    pub fn enqueue(&mut self, lock: &LockId, handle: H, token: &[u8], ttl_ms: i64) {
+        self.remove_quietly(handle);
+        self.seq += 1;
+        let seq = self.seq;
+        let lock = self.intern(lock);
+        let queue = self.queues.entry(lock.clone()).or_insert_with(|| Queue {
+            order: VecDeque::new(),
+            live: 0,
+        });
+        queue.order.push_back((handle, seq));
+        queue.live += 1;
+        self.waiters.insert(
+            handle,
+            Waiter {
+                seq,
+                lock,
+                token: token.into(),
+                ttl_ms,
+            },
+        );
+    }
+
+    /// Whether any client is queued for `lock`.
+    pub fn has_waiters(&self, lock: &LockId) -> bool {
+        self.queues.contains_key(lock)
+    }
+
+    /// Number of queued (not yet served) waiters, over all locks.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// The lock is free: take the first live waiter off its queue. The grant stays recorded
+    /// until the shell confirms the reply went out (`delivered`) or the client vanished.
+    pub fn pop_next(&mut self, lock: &LockId) -> Option<Grant<H>> {
+        let queue = self.queues.get_mut(lock)?;
+        while let Some((handle, seq)) = queue.order.pop_front() {
+            let live = matches!(self.waiters.get(&handle), Some(w) if w.seq == seq);
+            if !live {
+                continue;
+            }
+            let waiter = self.waiters.remove(&handle)?;
+            queue.live -= 1;
+            if queue.live == 0 {
+                self.queues.remove(lock);
+            }
+            self.granted
+                .insert(handle, (waiter.lock, waiter.token.clone()));
+            return Some(Grant {
+                handle,
+                token: waiter.token,
+                ttl_ms: waiter.ttl_ms,
+            });
+        }
+        self.queues.remove(lock);
+        None
+    }
+
+    /// The reply to a granted waiter went out: forget the grant.
+    pub fn delivered(&mut self, handle: H) {
+        self.granted.remove(&handle);
+    }
+
+    /// A waiter timed out, was unblocked or disconnected.
+    pub fn remove(&mut self, handle: H, now: i64) -> Removed {
+        if let Some((lock, token)) = self.granted.remove(&handle) {
+            self.schedule(&lock, now, false);
+            if let Some(p) = self.pending.get_mut(&lock) {
+                p.revoke.push(token);
+            }
+            return Removed::Granted;
+        }
+        if self.remove_quietly(handle) {
+            Removed::Queued
+        } else {
+            Removed::Unknown
+        }
+    }
+
+    fn remove_quietly(&mut self, handle: H) -> bool {
+        let Some(waiter) = self.waiters.remove(&handle) else {
+            return false;
+        };
+        if let Some(queue) = self.queues.get_mut(&waiter.lock) {
+            queue.live -= 1;
+            if queue.live == 0 {
+                self.queues.remove(&waiter.lock);
+            } else if queue.order.len() > 2 * queue.live + 16 {
+                let waiters = &self.waiters;
+                queue
+                    .order
+                    .retain(|(h, seq)| matches!(waiters.get(h), Some(w) if w.seq == *seq));
+            }
+        }
+        true
+    }
+
+    /// Look at `lock` again at `at` (or earlier, if already due earlier).
+    pub fn schedule(&mut self, lock: &LockId, at: i64, signal_if_free: bool) {
+        let lock = self.intern(lock);
+        let pending = self.pending.entry(lock.clone()).or_insert_with(|| Pending {
+            at: i64::MAX,
+            ..Pending::default()
+        });
+        pending.signal_if_free |= signal_if_free;
+        if at < pending.at {
+            if pending.at != i64::MAX {
+                self.due.remove(&(pending.at, lock.clone()));
+            }
+            pending.at = at;
+            self.due.insert((at, lock));
+        }
+    }
+
+    /// Look at every lock that has waiters (in `db`, or in all databases) again at `at`:
+    /// after a flush, a database swap or a reload, any of them may have changed.
+    pub fn schedule_all(&mut self, db: Option<i32>, at: i64) {
+        let locks: Vec<Arc<LockId>> = self
+            .queues
+            .keys()
+            .filter(|l| db.is_none_or(|d| l.db == d))
+            .cloned()
+            .collect();
+        for lock in locks {
+            self.schedule(&lock, at, false);
+        }
+    }
+
+    /// The earliest moment a check is due, if any.
+    pub fn next_due(&self) -> Option<i64> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    /// Every check due at `now`, earliest first. A check that can change nothing (no waiters,
+    /// nothing to signal, nothing to revoke) is dropped here.
+    pub fn take_due(&mut self, now: i64) -> Vec<Check> {
+        let mut out = Vec::new();
+        while let Some((at, _)) = self.due.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, lock)) = self.due.pop_first() else {
+                break;
+            };
+            let Some(p) = self.pending.remove(&lock) else {
+                continue;
+            };
+            if p.signal_if_free || !p.revoke.is_empty() || self.queues.contains_key(&lock) {
+                out.push(Check {
+                    lock,
+                    signal_if_free: p.signal_if_free,
+                    revoke: p.revoke,
+                });
+            }
+        }
+        out
+    }
+
+    /// Share one allocation of a lock's id between its queue, waiters and checks.
+    fn intern(&self, lock: &LockId) -> Arc<LockId> {
+        if let Some((k, _)) = self.queues.get_key_value(lock) {
+            return k.clone();
+        }
+        if let Some((k, _)) = self.pending.get_key_value(lock) {
+            return k.clone();
+        }
+        Arc::new(lock.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(name: &str) -> LockId {
+        LockId::new(0, name.as_bytes())
+    }
+
+    fn served(core: &mut Core<u32>, name: &str) -> Option<(u32, String)> {
+        core.pop_next(&lock(name)).map(|g| {
+            core.delivered(g.handle);
+            (g.handle, String::from_utf8(g.token.to_vec()).unwrap())
+        })
+    }
+
+    #[test]
+    fn waiters_are_served_first_come_first_served() {
+        let mut core = Core::new();
+        core.enqueue(&lock("a"), 1, b"t1", 1000);
+        core.enqueue(&lock("a"), 2, b"t2", 2000);
+        core.enqueue(&lock("b"), 3, b"t3", 3000);
+        core.enqueue(&lock("a"), 4, b"t4", 4000);
+        let g = core.pop_next(&lock("a")).unwrap();
+        assert_eq!((g.handle, &*g.token, g.ttl_ms), (1, &b"t1"[..], 1000));
+        assert_eq!(served(&mut core, "a"), Some((2, "t2".into())));
+        assert_eq!(served(&mut core, "a"), Some((4, "t4".into())));
+        assert_eq!(served(&mut core, "a"), None);
+        assert_eq!(served(&mut core, "b"), Some((3, "t3".into())));
+        assert!(!core.has_waiters(&lock("a")));
+    }
+
+    #[test]
+    fn a_removed_waiter_is_never_served() {
+        let mut core = Core::new();
+        for h in 1..=5 {
+            core.enqueue(&lock("a"), h, b"t", 1000);
+        }
+        assert_eq!(core.remove(1, 0), Removed::Queued);
+        assert_eq!(core.remove(3, 0), Removed::Queued);
+        assert_eq!(core.remove(3, 0), Removed::Unknown);
+        let order: Vec<u32> =
+            std::iter::from_fn(|| served(&mut core, "a").map(|(h, _)| h)).collect();
+        assert_eq!(order, vec![2, 4, 5]);
+        assert_eq!(core.waiting(), 0);
+    }
+
+    #[test]
+    fn a_handle_reused_after_removal_takes_its_new_place() {
+        let mut core = Core::new();
+        core.enqueue(&lock("a"), 1, b"old", 1000);
+        core.enqueue(&lock("a"), 2, b"two", 1000);
+        core.remove(1, 0);
+        core.enqueue(&lock("a"), 1, b"new", 1000);
+        assert_eq!(served(&mut core, "a"), Some((2, "two".into())));
+        assert_eq!(served(&mut core, "a"), Some((1, "new".into())));
+        assert_eq!(served(&mut core, "a"), None);
+    }
+
+    #[test]
+    fn removal_of_a_granted_waiter_revokes_its_lock() {
+        let mut core = Core::new();
+        core.enqueue(&lock("a"), 1, b"t1", 1000);
+        let g = core.pop_next(&lock("a")).unwrap();
+        assert_eq!(core.remove(g.handle, 50), Removed::Granted);
+        let due = core.take_due(50);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].revoke, vec![Box::from(&b"t1"[..])]);
+        // Once delivered, a grant is no longer revocable.
+        core.enqueue(&lock("a"), 2, b"t2", 1000);
+        let g = core.pop_next(&lock("a")).unwrap();
+        core.delivered(g.handle);
+        assert_eq!(core.remove(g.handle, 60), Removed::Unknown);
+    }
+
+    #[test]
+    fn checks_come_due_at_their_time_and_keep_the_earliest() {
+        // Table: (schedule at, signal) pairs, then which names are due at each `now`.
+        let mut core: Core<u32> = Core::new();
+        core.enqueue(&lock("a"), 1, b"t", 1000);
+        core.enqueue(&lock("b"), 2, b"t", 1000);
+        core.schedule(&lock("a"), 100, false);
+        core.schedule(&lock("a"), 300, false); // later: the earlier one stands
+        core.schedule(&lock("b"), 200, false);
+        core.schedule(&lock("b"), 150, false); // earlier: replaces
+        assert_eq!(core.next_due(), Some(100));
+        let names = |v: Vec<Check>| -> Vec<Vec<u8>> {
+            v.into_iter().map(|c| c.lock.name.clone()).collect()
+        };
+        for (now, want) in [
+            (99, vec![]),
+            (100, vec![b"a".to_vec()]),
+            (149, vec![]),
+            (150, vec![b"b".to_vec()]),
+            (1000, vec![]),
+        ] {
+            assert_eq!(names(core.take_due(now)), want, "at {now}");
+        }
+        assert_eq!(core.next_due(), None);
+    }
+
+    #[test]
+    fn a_check_that_can_change_nothing_is_dropped() {
+        let mut core: Core<u32> = Core::new();
+        core.schedule(&lock("idle"), 10, false);
+        core.schedule(&lock("expired"), 10, true);
+        let due = core.take_due(10);
+        assert_eq!(due.len(), 1);
+        assert_eq!(&due[0].lock.name[..], b"expired");
+        assert!(due[0].signal_if_free);
+    }
+
+    #[test]
+    fn schedule_all_covers_the_locks_with_waiters_of_one_database() {
+        let mut core: Core<u32> = Core::new();
+        core.enqueue(&LockId::new(0, b"a"), 1, b"t", 1);
+        core.enqueue(&LockId::new(1, b"b"), 2, b"t", 1);
+        core.schedule_all(Some(1), 5);
+        let due = core.take_due(5);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].lock.db, 1);
+        core.schedule_all(None, 6);
+        assert_eq!(core.take_due(6).len(), 2);
+    }
+
+    /// Property: against a simple model (a Vec in arrival order), random enqueues, removals and
+    /// pops always serve exactly the model's first live waiter, and never a removed one.
+    #[test]
+    fn random_operations_match_a_fifo_model() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut core: Core<u32> = Core::new();
+            let mut model: Vec<Vec<u32>> = vec![Vec::new(); 3];
+            let mut next = 0u32;
+            for _ in 0..300 {
+                let l = rng.random_range(0..3usize);
+                let name = format!("l{l}");
+                match rng.random_range(0..10) {
+                    0..=4 => {
+                        next += 1;
+                        core.enqueue(&lock(&name), next, b"t", 1);
+                        model[l].push(next);
+                    }
+                    5..=7 => {
+                        let all: Vec<u32> = model.iter().flatten().copied().collect();
+                        if all.is_empty() {
+                            continue;
+                        }
+                        let h = all[rng.random_range(0..all.len())];
+                        assert_eq!(core.remove(h, 0), Removed::Queued);
+                        for q in &mut model {
+                            q.retain(|x| *x != h);
+                        }
+                    }
+                    _ => {
+                        let want = if model[l].is_empty() {
+                            None
+                        } else {
+                            Some(model[l].remove(0))
+                        };
+                        assert_eq!(
+                            served(&mut core, &name).map(|(h, _)| h),
+                            want,
+                            "seed {seed}"
+                        );
+                    }
+                }
+                assert_eq!(core.waiting(), model.iter().map(Vec::len).sum::<usize>());
+                for (i, q) in model.iter().enumerate() {
+                    assert_eq!(core.has_waiters(&lock(&format!("l{i}"))), !q.is_empty());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The two keys of a lock, as python-redis-lock lays them out, and the writes rlock makes to
+//! them. Every write here is paired with its replication as a plain core command with an
+//! absolute time, so replicas and the AOF need no module.
+
+use crate::ffi::{CmdError, Ctx, Key, Kind};
+
+pub const LOCK_PREFIX: &[u8] = b"lock:";
+pub const SIGNAL_PREFIX: &[u8] = b"lock-signal:";
+/// python-redis-lock's `signal_expire`: how long a wake-up stays in `lock-signal:<name>`.
+pub const SIGNAL_TTL_MS: i64 = 1000;
+
+pub fn lock_key(name: &[u8]) -> Vec<u8> {
+    [LOCK_PREFIX, name].concat()
+}
+
+pub fn signal_key(name: &[u8]) -> Vec<u8> {
+    [SIGNAL_PREFIX, name].concat()
+}
+
+pub fn wrong_type() -> CmdError {
+    CmdError("WRONGTYPE Operation against a key holding the wrong kind of value".into())
+}
+
+/// Open `lock:<name>` (given as `key_name`); a key of another type is `WRONGTYPE`.
+pub fn open_lock(ctx: Ctx, key_name: &[u8], write: bool) -> Result<Key, CmdError> {
+    let key = Key::open(ctx, key_name, write)
+        .ok_or_else(|| CmdError("ERR could not open the lock's key".into()))?;
+    if key.kind() == Kind::Other {
+        return Err(wrong_type());
+    }
+    Ok(key)
+}
+
+/// Make `token` the owner of the lock until `expires_at` (absolute ms).
+pub fn write_owner(ctx: Ctx, key: &mut Key, key_name: &[u8], token: &[u8], expires_at: i64) {
+    key.set(token);
+    key.set_expires_at(expires_at);
+    ctx.replicate_set_pxat(key_name, token, expires_at);
+}
+
+/// Move the lease's end of the held lock to `expires_at` (absolute ms).
+pub fn write_expiry(ctx: Ctx, key: &mut Key, key_name: &[u8], expires_at: i64) {
+    key.set_expires_at(expires_at);
+    ctx.replicate_pexpireat(key_name, expires_at);
+}
+
+/// Delete the lock key if it exists.
+pub fn delete(ctx: Ctx, key: &mut Key, key_name: &[u8]) -> bool {
+    if key.kind() == Kind::Empty {
+        return false;
+    }
+    key.delete();
+    ctx.replicate_del(key_name);
+    true
+}
+
+/// Wake python-redis-lock's waiters exactly as its release script does:
+/// `DEL lock-signal:<n>`, `LPUSH lock-signal:<n> 1`, `PEXPIRE lock-signal:<n> 1000`.
+pub fn signal(ctx: Ctx, name: &[u8], now: i64) {
+    let key_name = signal_key(name);
+    let Some(mut key) = Key::open(ctx, &key_name, true) else {
+        return;
+    };
+    if key.kind() != Kind::Empty {
+        key.delete();
+        ctx.replicate_del(&key_name);
+    }
+    if key.push_head(ctx, b"1") {
+        ctx.replicate_lpush(&key_name, b"1");
+        let at = now + SIGNAL_TTL_MS;
+        key.set_expires_at(at);
+        ctx.replicate_pexpireat(&key_name, at);
+    }
+}

@@ -1,0 +1,214 @@
+//! The glue between Redis's asynchronous world and the core: blocked clients, their replies,
+//! timeouts and disconnections; keyspace and server events; the one module timer through which
+//! every deferred look at a lock runs.
+//!
+//! Why a timer: a write made inside a keyspace-notification callback would reach replicas and
+//! the AOF before the command that caused it (see PLATFORM-NOTES), and Redis 7.0 has no
+//! post-notification jobs. So events only *schedule* a look at a lock (`Core::schedule`), and the
+//! timer callback, a context of its own, performs it: hand the lock to the first waiter, or
+//! signal python-redis-lock's waiters, or arm the next look at the holder's lease end.
+//!
+//! Locking rule: the state's mutex is never held across a Redis API call that can call back into
+//! this module (opening a key can expire it, which fires a keyspace event).
+
+use std::sync::{LazyLock, Mutex};
+
+use crate::core::{Core, LockId, Removed};
+use crate::ffi::{self, CmdResult, Ctx, Handle, Key, Kind, Reply};
+use crate::keys;
+
+struct State {
+    core: Core<Handle>,
+    /// The armed module timer and when it fires.
+    timer: Option<(u64, i64)>,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
+    Mutex::new(State {
+        core: Core::new(),
+        timer: None,
+    })
+});
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut state = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut state)
+}
+
+/// Whether module clients are queued for `name` in the selected database.
+pub fn has_waiters(ctx: Ctx, name: &[u8]) -> bool {
+    with(|s| s.core.waiting() > 0 && s.core.has_waiters(&LockId::new(ctx.db(), name)))
+}
+
+/// Block the calling client in `name`'s queue. `expires_at` is the holder's lease end, when
+/// the lock must be looked at again. False if Redis refused to block the client.
+pub fn wait(
+    ctx: Ctx,
+    name: &[u8],
+    token: &[u8],
+    ttl_ms: i64,
+    block_ms: i64,
+    expires_at: Option<i64>,
+) -> bool {
+    let Some(handle) = ctx.block(block_ms) else {
+        return false;
+    };
+    let lock = LockId::new(ctx.db(), name);
+    with(|s| {
+        s.core.enqueue(&lock, handle, token, ttl_ms);
+        if let Some(at) = expires_at {
+            s.core.schedule(&lock, at + 1, false);
+        }
+    });
+    rearm(ctx);
+    true
+}
+
+/// The lease of held lock `name` now ends at `expires_at`: look again then if anyone waits.
+pub fn lease_changed(ctx: Ctx, name: &[u8], expires_at: i64) {
+    if with(|s| s.core.waiting() == 0) {
+        return;
+    }
+    let lock = LockId::new(ctx.db(), name);
+    with(|s| {
+        if s.core.has_waiters(&lock) {
+            s.core.schedule(&lock, expires_at + 1, false);
+        }
+    });
+    rearm(ctx);
+}
+
+/// The lock `name` (open as `key`) is being let go: hand it straight to the first waiter,
+/// with no moment in between at which another client could take it; with no waiter, delete
+/// it and, if `signal`, wake python-redis-lock's waiters.
+pub fn hand_over_or_free(ctx: Ctx, key: &mut Key, name: &[u8], now: i64, signal: bool) {
+    let grant = with(|s| {
+        if s.core.waiting() == 0 {
+            return None;
+        }
+        s.core.pop_next(&LockId::new(ctx.db(), name))
+    });
+    let key_name = keys::lock_key(name);
+    match grant {
+        Some(grant) => {
+            let at = now + grant.ttl_ms;
+            keys::write_owner(ctx, key, &key_name, &grant.token, at);
+            ffi::unblock(grant.handle, true);
+            lease_changed(ctx, name, at);
+        }
+        None => {
+            keys::delete(ctx, key, &key_name);
+            if signal {
+                keys::signal(ctx, name, now);
+            }
+        }
+    }
+}
+
+/// Arm the module timer for the earliest due look, unless it already fires by then.
+fn rearm(ctx: Ctx) {
+    let now = Ctx::now_ms();
+    let (stop, due) = with(|s| match (s.core.next_due(), s.timer) {
+        (Some(at), Some((id, armed))) if at < armed => (Some(id), Some(at)),
+        (Some(at), None) => (None, Some(at)),
+        _ => (None, None),
+    });
+    if let Some(id) = stop {
+        ctx.stop_timer(id);
+    }
+    if let Some(at) = due {
+        let id = ctx.create_timer(at - now);
+        with(|s| s.timer = Some((id, at)));
+    }
+}
+
+// ---- callbacks (called from ffi.rs) ----
+
+/// A blocked client is being answered: `OK` if it was handed the lock, else nil.
+pub fn on_reply(ctx: Ctx) -> CmdResult {
+    let handle = ctx.blocked_handle();
+    with(|s| s.core.delivered(handle));
+    Ok(if ctx.blocked_granted() {
+        Reply::Ok
+    } else {
+        Reply::Nil
+    })
+}
+
+/// BLOCK time ran out, or `CLIENT UNBLOCK`: the waiter leaves the queue (ffi replies nil).
+pub fn on_timeout(ctx: Ctx) {
+    let handle = ctx.blocked_handle();
+    with(|s| s.core.remove(handle, Ctx::now_ms()));
+}
+
+/// A blocked client went away. If the lock had already been written for it, free it again.
+pub fn on_disconnect(ctx: Ctx, handle: Handle) {
+    if with(|s| s.core.remove(handle, Ctx::now_ms())) == Removed::Granted {
+        rearm(ctx);
+    }
+}
+
+/// A keyspace event on any key. Events on `lock:<name>` schedule a look at that lock: always
+/// for an expiry or eviction (python-redis-lock's waiters must then be signalled), otherwise
+/// only if module clients are waiting for it.
+pub fn on_key_event(ctx: Ctx, key: &[u8], ends_lease: bool) {
+    let Some(name) = key.strip_prefix(keys::LOCK_PREFIX) else {
+        return;
+    };
+    let now = Ctx::now_ms();
+    let scheduled = with(|s| {
+        if !ends_lease && s.core.waiting() == 0 {
+            return false;
+        }
+        let lock = LockId::new(ctx.db(), name);
+        if !ends_lease && !s.core.has_waiters(&lock) {
+            return false;
+        }
+        s.core.schedule(&lock, now, ends_lease);
+        true
+    });
+    if scheduled {
+        rearm(ctx);
+    }
+}
+
+/// A flush, swap, reload or role change: look at every waited-for lock of `db` (None: all).
+pub fn on_databases_changed(ctx: Ctx, db: Option<i32>) {
+    with(|s| s.core.schedule_all(db, Ctx::now_ms()));
+    rearm(ctx);
+}
+
+/// The module timer fired: perform every due look.
+pub fn on_timer(ctx: Ctx) {
+    let now = Ctx::now_ms();
+    let due = with(|s| {
+        s.timer = None;
+        s.core.take_due(now)
+    });
+    if ctx.may_write() {
+        for check in due {
+            if !ctx.select_db(check.lock.db) {
+                continue;
+            }
+            let name = &check.lock.name;
+            let Some(mut key) = Key::open(ctx, &keys::lock_key(name), true) else {
+                continue;
+            };
+            match key.kind() {
+                Kind::Empty => hand_over_or_free(ctx, &mut key, name, now, check.signal_if_free),
+                Kind::String if check.revoke.iter().any(|t| **t == *key.value()) => {
+                    hand_over_or_free(ctx, &mut key, name, now, true)
+                }
+                Kind::String => {
+                    if let Some(at) = key.expires_at() {
+                        lease_changed(ctx, name, at);
+                    }
+                }
+                Kind::Other => {}
+            }
+        }
+    }
+    rearm(ctx);
+}
