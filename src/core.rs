@@ -409,7 +409,7 @@ mod tests {
     /// pops always serve exactly the model's first live waiter, and never a removed one.
     #[test]
     fn random_operations_match_a_fifo_model() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         for seed in 0..200u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut core: Core<u32> = Core::new();

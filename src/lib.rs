@@ -23,7 +23,7 @@ pub mod ffi;
 pub mod keys;
 pub mod wake;
 
-use redis_module::{redis_module, Context, RedisString, Status};
+use redis_module::{Context, RedisString, Status};
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     if commands::register(ctx.ctx) && ffi::subscribe(ctx.ctx) {
@@ -33,7 +33,10 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     }
 }
 
-redis_module! {
+// The module entry point and Redis's allocator only exist inside Redis: unit tests run on the
+// system allocator.
+#[cfg(not(test))]
+redis_module::redis_module! {
     name: "rlock",
     version: 1,
     allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
