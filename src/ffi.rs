@@ -310,7 +310,8 @@ impl Key {
             raw::REDISMODULE_READ
         };
         let key = api!(RedisModule_OpenKey(ctx.0, name.0, mode as c_int) else null_mut());
-        (!key.is_null()).then_some(Key { key, _name: name })
+        // Opening a missing key for reading gives NULL, which the key calls treat as empty.
+        (!write || !key.is_null()).then_some(Key { key, _name: name })
     }
 
     pub fn kind(&self) -> Kind {
@@ -323,6 +324,9 @@ impl Key {
 
     /// The value of a string key (empty for an empty key).
     pub fn value(&self) -> &[u8] {
+        if self.key.is_null() {
+            return &[];
+        }
         let mut len = 0usize;
         let p = api!(RedisModule_StringDMA(self.key, &mut len, raw::REDISMODULE_READ as c_int) else null_mut());
         if p.is_null() || len == 0 {
@@ -347,6 +351,9 @@ impl Key {
 
     /// The absolute expiry time in ms, or `None` for a key that never expires.
     pub fn expires_at(&self) -> Option<i64> {
+        if self.key.is_null() {
+            return None;
+        }
         let at = api!(RedisModule_GetAbsExpire(self.key) else -1);
         (at >= 0).then_some(at)
     }

@@ -1,0 +1,289 @@
+//! Real `redis-server` processes for the integration tests: the built module loaded, a unix
+//! socket (or an OS-chosen TCP port) in a temp dir, killed on drop. Waiting is always for a
+//! reply or for `blocked_clients`, with a deadline; never a fixed sleep.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The built module: `$RLOCK_MODULE`, else `target/release/librlock.so`, else debug.
+pub fn module_path() -> PathBuf {
+    if let Ok(p) = std::env::var("RLOCK_MODULE") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("librlock.so");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("librlock.so not built: run `cargo build --release` (or `make test`) first");
+}
+
+pub struct Server {
+    child: Child,
+    pub dir: PathBuf,
+    /// `redis+unix://...` or `redis://127.0.0.1:port`
+    pub url: String,
+    pub port: Option<u16>,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rlock-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A free TCP port on loopback, as the OS assigns it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Options {
+    pub module: bool,
+    pub tcp: bool,
+    pub args: Vec<String>,
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            module: true,
+            tcp: false,
+            args: Vec::new(),
+            dir: None,
+        }
+    }
+}
+
+impl Server {
+    /// A server with the module on a unix socket.
+    pub fn start() -> Server {
+        Server::with(Options::default())
+    }
+
+    pub fn with(opts: Options) -> Server {
+        let dir = opts.dir.clone().unwrap_or_else(temp_dir);
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--bind")
+            .arg("127.0.0.1");
+        let (url, port) = if opts.tcp {
+            let port = free_port();
+            cmd.arg("--port").arg(port.to_string());
+            (format!("redis://127.0.0.1:{port}"), Some(port))
+        } else {
+            let sock = dir.join("redis.sock");
+            cmd.arg("--port")
+                .arg("0")
+                .arg("--unixsocket")
+                .arg(&sock)
+                .arg("--unixsocketperm")
+                .arg("700");
+            (format!("redis+unix://{}", sock.display()), None)
+        };
+        if opts.module {
+            cmd.arg("--loadmodule").arg(module_path());
+        }
+        cmd.args(&opts.args);
+        cmd.stdout(Stdio::from(
+            std::fs::File::create(dir.join("server.log")).unwrap(),
+        ));
+        cmd.stderr(Stdio::inherit());
+        let child = cmd
+            .spawn()
+            .expect("redis-server must be installed (scripts/setup.sh)");
+        let server = Server {
+            child,
+            dir,
+            url,
+            port,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(mut c) =
+                redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+            {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "redis-server did not start: {}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kill -9 the server, leaving its files (for restart tests).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait until `INFO clients` reports exactly `n` blocked clients.
+    pub fn wait_blocked(&self, n: i64) {
+        let mut c = self.conn();
+        let start = Instant::now();
+        loop {
+            let got = info_field(&mut c, "clients", "blocked_clients");
+            if got == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "blocked_clients stayed {got}, wanted {n}"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+}
+
+/// A command running on its own connection in a thread; its reply is awaited with a deadline.
+pub struct Pending<T> {
+    rx: mpsc::Receiver<redis::RedisResult<T>>,
+    pub id: i64,
+}
+
+pub fn spawn<T: redis::FromRedisValue + Send + 'static>(
+    server: &Server,
+    cmd: redis::Cmd,
+) -> Pending<T> {
+    let mut c = server.conn();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(cmd.query::<T>(&mut c));
+    });
+    Pending { rx, id }
+}
+
+impl<T> Pending<T> {
+    pub fn wait(self) -> redis::RedisResult<T> {
+        self.rx
+            .recv_timeout(DEADLINE)
+            .expect("no reply before the deadline")
+    }
+
+    /// Whether the reply has already come.
+    pub fn ready(&self) -> bool {
+        matches!(self.rx.try_recv(), Ok(_)) // consumes: only for "must not have answered" checks
+    }
+}
+
+/// `LOCK.ACQUIRE name token ttl [BLOCK ms]` as a command.
+pub fn acquire(name: &str, token: &str, ttl: u64, block: Option<u64>) -> redis::Cmd {
+    let mut c = redis::cmd("LOCK.ACQUIRE");
+    c.arg(name).arg(token).arg(ttl);
+    if let Some(ms) = block {
+        c.arg("BLOCK").arg(ms);
+    }
+    c
+}
+
+pub fn owner(c: &mut redis::Connection, name: &str) -> Option<String> {
+    redis::cmd("LOCK.OWNER").arg(name).query(c).unwrap()
+}
+
+pub fn release(c: &mut redis::Connection, name: &str, token: &str) -> i64 {
+    redis::cmd("LOCK.RELEASE")
+        .arg(name)
+        .arg(token)
+        .query(c)
+        .unwrap()
+}
+
+/// Start a replica of `primary` (which must use TCP) and wait until its link is up.
+pub fn replica_of(primary: &Server, module: bool) -> Server {
+    let replica = Server::with(Options {
+        tcp: true,
+        module,
+        args: vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.expect("tcp primary").to_string(),
+        ],
+        ..Options::default()
+    });
+    let mut c = replica.conn();
+    let start = Instant::now();
+    loop {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+        if info.contains("master_link_status:up") {
+            return replica;
+        }
+        assert!(start.elapsed() < DEADLINE, "replica never linked: {info}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait until every replica has acknowledged the primary's writes so far.
+pub fn sync_replicas(primary: &mut redis::Connection, n: i64) {
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(n)
+        .arg(DEADLINE.as_millis() as u64)
+        .query(primary)
+        .unwrap();
+    assert_eq!(acked, n, "replicas did not acknowledge");
+}
