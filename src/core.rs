@@ -159,6 +159,7 @@ impl<H: Copy + Eq + Hash> Core<H> {
             }
             self.granted
                 .insert(handle, (waiter.lock, waiter.token.clone()));
+            self.shrink_if_idle();
             return Some(Grant {
                 handle,
                 token: waiter.token,
@@ -172,6 +173,9 @@ impl<H: Copy + Eq + Hash> Core<H> {
     /// The reply to a granted waiter went out: forget the grant.
     pub fn delivered(&mut self, handle: H) {
         self.granted.remove(&handle);
+        if self.granted.is_empty() && self.granted.capacity() > 64 {
+            self.granted.shrink_to_fit();
+        }
     }
 
     /// A waiter timed out, was unblocked or disconnected.
@@ -205,7 +209,17 @@ impl<H: Copy + Eq + Hash> Core<H> {
                     .retain(|(h, seq)| matches!(waiters.get(h), Some(w) if w.seq == *seq));
             }
         }
+        self.shrink_if_idle();
         true
+    }
+
+    /// Give memory back once a burst of waiters is over: maps never shrink by themselves.
+    fn shrink_if_idle(&mut self) {
+        if self.waiters.is_empty() && self.waiters.capacity() > 64 {
+            self.waiters.shrink_to_fit();
+            self.queues.shrink_to_fit();
+            self.granted.shrink_to_fit();
+        }
     }
 
     /// Look at `lock` again at `at` (or earlier, if already due earlier).

@@ -139,14 +139,22 @@ pub fn on_reply(ctx: Ctx) -> CmdResult {
 
 /// BLOCK time ran out, or `CLIENT UNBLOCK`: the waiter leaves the queue (ffi replies nil).
 pub fn on_timeout(ctx: Ctx) {
-    let handle = ctx.blocked_handle();
-    with(|s| s.core.remove(handle, Ctx::now_ms()));
+    leave(ctx, ctx.blocked_handle());
 }
 
 /// A blocked client went away. If the lock had already been written for it, free it again.
 pub fn on_disconnect(ctx: Ctx, handle: Handle) {
-    if with(|s| s.core.remove(handle, Ctx::now_ms())) == Removed::Granted {
-        rearm(ctx);
+    leave(ctx, handle);
+}
+
+/// A waiter leaves without the lock. Redis frees a blocked client's handle (and the reply
+/// client it keeps for it) only once the module unblocks it, even after a timeout or a
+/// disconnection; a waiter already granted was unblocked then, and must not be twice.
+fn leave(ctx: Ctx, handle: Handle) {
+    match with(|s| s.core.remove(handle, Ctx::now_ms())) {
+        Removed::Queued => ffi::unblock(handle, false),
+        Removed::Granted => rearm(ctx),
+        Removed::Unknown => {}
     }
 }
 

@@ -90,7 +90,9 @@ impl Server {
             .arg("--dir")
             .arg(&dir)
             .arg("--bind")
-            .arg("127.0.0.1");
+            .arg("127.0.0.1")
+            .arg("--enable-debug-command")
+            .arg("yes");
         let (url, port) = if opts.tcp {
             let port = free_port();
             cmd.arg("--port").arg(port.to_string());
