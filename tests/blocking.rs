@@ -331,21 +331,24 @@ fn a_new_arrival_does_not_jump_the_queue() {
     assert_eq!(owner(&mut c, "a").as_deref(), Some("first"));
 }
 
-/// Blocked waiters cost Redis ~35 KB each (the reply client it keeps per blocked client); all
-/// of it, and the module's share, must come back when they leave, round after round.
+/// Blocked waiters cost Redis ~35 KB each (the reply client it keeps per module-blocked
+/// client); all of it, and the module's share, must come back when they leave, round after
+/// round. (Redis 7.0 hands that memory back gradually after the clients have gone, at a few
+/// MB/s, so the test waits for it with a deadline.)
 #[test]
 fn waiters_that_block_and_disconnect_leave_no_memory_behind() {
     let s = Server::start();
     let mut c = s.conn();
-    const N: usize = 2000;
+    const N: usize = 1000;
     const LOCKS: usize = 100;
     for i in 0..LOCKS {
         let _: Option<String> = acquire(&format!("l{i}"), "holder", 600, None)
             .query(&mut c)
             .unwrap();
     }
-    let mut after_round = Vec::new();
+    let mut settled = Vec::new();
     for round in 0..3 {
+        let before = info_field(&mut c, "memory", "used_memory");
         let mut conns: Vec<redis::Connection> = (0..N).map(|_| s.conn()).collect();
         for (i, wc) in conns.iter_mut().enumerate() {
             let cmd = acquire(&format!("l{}", i % LOCKS), &format!("w{i}"), 60, Some(0));
@@ -366,26 +369,25 @@ fn waiters_that_block_and_disconnect_leave_no_memory_behind() {
         }
         conns.clear();
         s.wait_blocked(0);
-        // Redis frees blocked clients' handles in its next event-loop pass: wait for that.
         let start = std::time::Instant::now();
         let after = loop {
             let now = info_field(&mut c, "memory", "used_memory");
-            if blocked - now > (N as i64) * 30_000 {
+            if now - before < 256 * 1024 {
                 break now;
             }
             assert!(
-                start.elapsed() < DEADLINE,
-                "blocked clients' memory never freed: {blocked} -> {now}"
+                start.elapsed() < Duration::from_secs(30),
+                "memory not given back: before {before}, blocked {blocked}, now {now}"
             );
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(20));
         };
-        eprintln!("round {round}: used_memory with {N} blocked {blocked}, after they left {after}");
-        after_round.push(after);
+        eprintln!("round {round}: used_memory before {before}, {N} blocked {blocked}, after they left {after}");
+        settled.push(after);
     }
-    let growth = after_round[2] - after_round[1];
+    let growth = settled[2] - settled[1];
     assert!(
         growth.abs() < 16 * 1024,
-        "memory grows round after round: {after_round:?}"
+        "memory grows round after round: {settled:?}"
     );
     for i in 0..LOCKS {
         assert_eq!(release(&mut c, &format!("l{i}"), "holder"), 1);
