@@ -92,7 +92,9 @@ impl Server {
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--enable-debug-command")
-            .arg("yes");
+            .arg("yes")
+            .arg("--repl-diskless-sync-delay")
+            .arg("0");
         let (url, port) = if opts.tcp {
             let port = free_port();
             cmd.arg("--port").arg(port.to_string());
