@@ -74,6 +74,11 @@ impl Ctx {
         f & deny == 0
     }
 
+    /// Whether the server runs in cluster mode.
+    pub fn in_cluster(self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0
+    }
+
     pub fn db(self) -> i32 {
         api!(RedisModule_GetSelectedDb(self.0) else 0)
     }

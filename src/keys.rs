@@ -72,3 +72,67 @@ pub fn signal(ctx: Ctx, name: &[u8], now: i64) {
         ctx.replicate_pexpireat(&key_name, at);
     }
 }
+
+/// Redis Cluster's hash slot of a key: CRC16 (XMODEM) of the key, or of its first non-empty
+/// `{hashtag}`, modulo 16384. (`RedisModule_ClusterKeySlot` only exists from Redis 7.4.)
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16(hashed) & 16383
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// In cluster mode, the node that owns `name`'s slot must own the lock's keys too.
+pub fn same_slot(name: &[u8]) -> bool {
+    let s = slot(name);
+    slot(&lock_key(name)) == s && slot(&signal_key(name)) == s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis_cluster() {
+        // Values from `CLUSTER KEYSLOT` on a real cluster.
+        for (key, want) in [
+            ("foo", 12182),
+            ("bar", 5061),
+            ("{user1000}.following", 3443),
+            ("{user1000}.followers", 3443),
+            ("foo{}{bar}", 8363),
+            ("foo{{bar}}zap", 4015),
+            ("foo{bar}{zap}", 5061),
+            ("", 0),
+        ] {
+            assert_eq!(slot(key.as_bytes()), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn only_names_with_a_hashtag_keep_their_keys_together() {
+        assert!(same_slot(b"{orders}"));
+        assert!(same_slot(b"app:{orders}:eu"));
+        assert!(!same_slot(b"orders"));
+        assert!(!same_slot(b"{}orders"));
+    }
+}

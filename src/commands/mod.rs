@@ -64,18 +64,31 @@ pub fn parse_token(arg: &[u8]) -> Result<&[u8], CmdError> {
     Ok(arg)
 }
 
-/// The lock's two key names, after checking that the caller may write both.
+/// The lock's key name, after checking that this node may write the lock's keys and that the
+/// caller may use both of them.
 pub fn writable_keys(ctx: Ctx, name: &[u8]) -> Result<Vec<u8>, CmdError> {
     if !ctx.may_write() {
         return Err(CmdError(
             "READONLY You can't write against a read only replica.".into(),
         ));
     }
+    check_slot(ctx, name)?;
     let lock_key = keys::lock_key(name);
     if !ctx.may_access(&[&lock_key, &keys::signal_key(name)], true) {
         return Err(no_permission());
     }
     Ok(lock_key)
+}
+
+/// In cluster mode the command is routed by `name`; its keys must live in the same slot.
+pub fn check_slot(ctx: Ctx, name: &[u8]) -> Result<(), CmdError> {
+    if ctx.in_cluster() && !keys::same_slot(name) {
+        return Err(CmdError(
+            "ERR in cluster mode a lock name needs a {hashtag}, e.g. '{orders}', so that lock:<name> and lock-signal:<name> are in the name's slot"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn no_permission() -> CmdError {
