@@ -171,19 +171,9 @@ impl Ctx {
 
     // ---- ACL ----
 
-    /// Whether the calling user may use `keys` (read them, and write them if `write`). Always
-    /// true where the server has no such check. Only inside a command: timers and callbacks
-    /// have no user.
+    /// Whether the calling user may use `keys` (read them, and write them if `write`).
     pub fn may_access(self, keys: &[&[u8]], write: bool) -> bool {
-        let api = unsafe {
-            (
-                raw::RedisModule_GetCurrentUserName,
-                raw::RedisModule_GetModuleUserFromUserName,
-                raw::RedisModule_ACLCheckKeyPermissions,
-                raw::RedisModule_FreeModuleUser,
-            )
-        };
-        let (Some(get_name), Some(get_user), Some(check), Some(free_user)) = api else {
+        let Some(check) = (unsafe { raw::RedisModule_ACLCheckKeyPermissions }) else {
             return true;
         };
         let mut flags = raw::REDISMODULE_CMD_KEY_ACCESS;
@@ -192,23 +182,53 @@ impl Ctx {
                 | raw::REDISMODULE_CMD_KEY_DELETE
                 | raw::REDISMODULE_CMD_KEY_UPDATE;
         }
-        {
-            let name = unsafe { get_name(self.0) };
-            if name.is_null() {
-                return true; // no user: the primary's link or the AOF, trusted by Redis itself
-            }
-            let user = unsafe { get_user(name) };
-            api!(RedisModule_FreeString(self.0, name) else ());
-            if user.is_null() {
-                return false;
-            }
-            let ok = keys.iter().all(|k| {
+        self.user_may(|user| {
+            keys.iter().all(|k| {
                 RString::new(self, k)
                     .is_some_and(|k| unsafe { check(user, k.0, flags as c_int) } == OK)
-            });
-            unsafe { free_user(user) };
-            ok
+            })
+        })
+    }
+
+    /// Whether the calling user may run the command `args` (e.g. `["FLUSHDB"]`).
+    pub fn may_run(self, args: &[&[u8]]) -> bool {
+        let Some(check) = (unsafe { raw::RedisModule_ACLCheckCommandPermissions }) else {
+            return true;
+        };
+        let strings: Option<Vec<RString>> = args.iter().map(|a| RString::new(self, a)).collect();
+        let Some(strings) = strings else {
+            return false;
+        };
+        let mut argv: Vec<*mut raw::RedisModuleString> = strings.iter().map(|s| s.0).collect();
+        self.user_may(|user| unsafe { check(user, argv.as_mut_ptr(), argv.len() as c_int) } == OK)
+    }
+
+    /// Ask `allowed` about the calling user. True where the server has no ACL API, and for
+    /// the primary's link or the AOF (no user; Redis trusts them). Only inside a command:
+    /// timers and callbacks have no user.
+    fn user_may(self, allowed: impl FnOnce(*mut raw::RedisModuleUser) -> bool) -> bool {
+        let api = unsafe {
+            (
+                raw::RedisModule_GetCurrentUserName,
+                raw::RedisModule_GetModuleUserFromUserName,
+                raw::RedisModule_FreeModuleUser,
+            )
+        };
+        let (Some(get_name), Some(get_user), Some(free_user)) = api else {
+            return true;
+        };
+        let name = unsafe { get_name(self.0) };
+        if name.is_null() {
+            return true;
         }
+        let user = unsafe { get_user(name) };
+        api!(RedisModule_FreeString(self.0, name) else ());
+        if user.is_null() {
+            return false;
+        }
+        let ok = allowed(user);
+        unsafe { free_user(user) };
+        ok
     }
 
     /// Every key name of the selected database that starts with `prefix`.
@@ -464,6 +484,8 @@ pub struct CommandSpec {
     pub takes_name: bool,
     /// Writes through the name (`RW`) or only reads (`RO`).
     pub writes: bool,
+    /// ACL categories, where the server can set them (7.2+).
+    pub acl_categories: Option<&'static CStr>,
     /// (name, type, token, optional) of each argument after the command name.
     pub args: &'static [(&'static CStr, ArgType, Option<&'static CStr>, bool)],
 }
@@ -484,6 +506,14 @@ pub fn create_command(ctx: *mut raw::RedisModuleCtx, spec: &CommandSpec) -> bool
         spec.flags.as_ptr(), first, last, first) else ERR);
     if created != OK {
         return false;
+    }
+    if let (Some(categories), Some(set_categories)) = (spec.acl_categories, unsafe {
+        raw::RedisModule_SetCommandACLCategories
+    }) {
+        let cmd = api!(RedisModule_GetCommand(ctx, spec.name.as_ptr()) else null_mut());
+        if !cmd.is_null() {
+            unsafe { set_categories(cmd, categories.as_ptr()) };
+        }
     }
     let Some(set_info) = (unsafe { raw::RedisModule_SetCommandInfo }) else {
         return true; // older server: the command works, only without docs

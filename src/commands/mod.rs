@@ -114,6 +114,7 @@ pub fn register(ctx: *mut redis_module::raw::RedisModuleCtx) -> bool {
             complexity: c"O(1)",
             takes_name: true,
             writes: true,
+            acl_categories: None,
             args: &[NAME, TOKEN, TTL, (c"ms", ArgType::Integer, Some(c"BLOCK"), true)],
         },
         CommandSpec {
@@ -125,6 +126,7 @@ pub fn register(ctx: *mut redis_module::raw::RedisModuleCtx) -> bool {
             complexity: c"O(1)",
             takes_name: true,
             writes: true,
+            acl_categories: None,
             args: &[NAME, TOKEN],
         },
         CommandSpec {
@@ -136,6 +138,7 @@ pub fn register(ctx: *mut redis_module::raw::RedisModuleCtx) -> bool {
             complexity: c"O(1)",
             takes_name: true,
             writes: true,
+            acl_categories: None,
             args: &[NAME, TOKEN, TTL],
         },
         CommandSpec {
@@ -147,6 +150,7 @@ pub fn register(ctx: *mut redis_module::raw::RedisModuleCtx) -> bool {
             complexity: c"O(1)",
             takes_name: true,
             writes: false,
+            acl_categories: None,
             args: &[NAME],
         },
         CommandSpec {
@@ -158,6 +162,7 @@ pub fn register(ctx: *mut redis_module::raw::RedisModuleCtx) -> bool {
             complexity: c"O(N) where N is the number of keys in the database",
             takes_name: false,
             writes: true,
+            acl_categories: Some(c"keyspace write dangerous"),
             args: &[],
         },
     ];

@@ -1,0 +1,251 @@
+//! What an operator asks: ACL on the keys really touched, durability across kill -9 with AOF,
+//! DEBUG RELOAD and SWAPDB with waiters blocked.
+
+mod common;
+use common::*;
+use redis::Value;
+
+fn as_user(s: &Server, user: &str) -> redis::Connection {
+    let mut c = s.conn();
+    let _: () = redis::cmd("AUTH")
+        .arg(user)
+        .arg("pw")
+        .query(&mut c)
+        .unwrap();
+    c
+}
+
+fn err_text(r: redis::RedisResult<Value>) -> String {
+    format!("{}", r.expect_err("must be refused"))
+}
+
+#[test]
+fn acl_is_checked_on_the_lock_keys_not_the_name() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "app1",
+            "on",
+            ">pw",
+            "~lock:app1:*",
+            "~lock-signal:app1:*",
+            "+@all",
+            "-@dangerous",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    // A user who may write lock:app1:* but not the signal keys.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "half",
+            "on",
+            ">pw",
+            "~lock:app1:*",
+            "+@all",
+            "-@dangerous",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let mut c = as_user(&s, "app1");
+    let ok: String = acquire("app1:x", "t", 60, None).query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    assert_eq!(owner(&mut c, "app1:x").as_deref(), Some("t"));
+    assert_eq!(
+        release(&mut c, "app1:x", "t"),
+        1,
+        "may write lock-signal:app1:x too"
+    );
+
+    for cmd in [
+        acquire("app2:x", "t", 60, None),
+        acquire("app2:x", "t", 60, Some(100)),
+        redis::cmd("LOCK.RELEASE").arg("app2:x").arg("t").clone(),
+        redis::cmd("LOCK.RENEW")
+            .arg("app2:x")
+            .arg("t")
+            .arg(5)
+            .clone(),
+        redis::cmd("LOCK.OWNER").arg("app2:x").clone(),
+    ] {
+        let text = err_text(cmd.query(&mut c));
+        assert!(text.to_lowercase().contains("noperm"), "{text}");
+    }
+    let mut h = as_user(&s, "half");
+    let text = err_text(acquire("app1:y", "t", 60, None).query(&mut h));
+    assert!(text.to_lowercase().contains("noperm"), "{text}");
+
+    let text = err_text(redis::cmd("LOCK.RESETALL").query(&mut c));
+    assert!(
+        text.to_lowercase().contains("noperm") && text.contains("FLUSHDB"),
+        "RESETALL needs FLUSHDB's rights: {text}"
+    );
+
+    let n: i64 = redis::cmd("DBSIZE").query(&mut admin).unwrap();
+    assert_eq!(
+        n, 1,
+        "only app1:x's signal list: nothing written for refused calls"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("lock:app2:x")
+        .arg("lock:app1:y")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(exists, 0);
+}
+
+#[test]
+fn held_locks_survive_kill_9_with_aof_and_waiters_see_an_error() {
+    let mut s = Server::with(Options {
+        args: vec![
+            "--appendonly".into(),
+            "yes".into(),
+            "--appendfsync".into(),
+            "always".into(),
+        ],
+        ..Options::default()
+    });
+    let mut c = s.conn();
+    let _: String = acquire("a", "tok-a", 300, None).query(&mut c).unwrap();
+    let _: String = acquire("b", "tok-b", 600, None).query(&mut c).unwrap();
+    let _: String = acquire("gone", "tok-g", 300, None).query(&mut c).unwrap();
+    release(&mut c, "gone", "tok-g");
+    let expiry_a: i64 = redis::cmd("PEXPIRETIME")
+        .arg("lock:a")
+        .query(&mut c)
+        .unwrap();
+    let expiry_b: i64 = redis::cmd("PEXPIRETIME")
+        .arg("lock:b")
+        .query(&mut c)
+        .unwrap();
+    let w1 = spawn::<Option<String>>(&s, acquire("a", "w1", 60, Some(0)));
+    let w2 = spawn::<Option<String>>(&s, acquire("b", "w2", 60, Some(0)));
+    s.wait_blocked(2);
+
+    s.kill();
+    assert!(w1.wait().is_err(), "a waiter never gets a false OK");
+    assert!(w2.wait().is_err());
+
+    let s2 = Server::with(Options {
+        dir: Some(s.dir.clone()),
+        args: vec![
+            "--appendonly".into(),
+            "yes".into(),
+            "--appendfsync".into(),
+            "always".into(),
+        ],
+        ..Options::default()
+    });
+    let mut c = s2.conn();
+    assert_eq!(owner(&mut c, "a").as_deref(), Some("tok-a"));
+    assert_eq!(owner(&mut c, "b").as_deref(), Some("tok-b"));
+    assert_eq!(owner(&mut c, "gone"), None);
+    let a: i64 = redis::cmd("PEXPIRETIME")
+        .arg("lock:a")
+        .query(&mut c)
+        .unwrap();
+    let b: i64 = redis::cmd("PEXPIRETIME")
+        .arg("lock:b")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        (a, b),
+        (expiry_a, expiry_b),
+        "absolute expiry: no drift on replay"
+    );
+    // And the module works on the restarted server.
+    let w = spawn::<Option<String>>(&s2, acquire("a", "w3", 60, Some(10_000)));
+    s2.wait_blocked(1);
+    assert_eq!(release(&mut c, "a", "tok-a"), 1);
+    assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
+}
+
+#[test]
+fn debug_reload_with_waiters_blocked() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let _: String = acquire("a", "holder", 60, None).query(&mut c).unwrap();
+    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
+    s.wait_blocked(1);
+    let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
+    assert_eq!(
+        owner(&mut c, "a").as_deref(),
+        Some("holder"),
+        "reloaded as it was"
+    );
+    assert_eq!(
+        info_field(&mut c, "clients", "blocked_clients"),
+        1,
+        "still waiting"
+    );
+    assert_eq!(release(&mut c, "a", "holder"), 1);
+    assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
+    assert_eq!(owner(&mut c, "a").as_deref(), Some("w"));
+}
+
+#[test]
+fn swapdb_with_waiters_blocked() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let _: String = acquire("a", "holder", 60, None).query(&mut c).unwrap();
+    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(10_000)));
+    s.wait_blocked(1);
+    // Database 0 now holds what was database 1 (nothing): lock a is free there.
+    let _: String = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut c).unwrap();
+    assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
+    // The waiter's own database (0) shows it as the owner: it can see the lock it was handed.
+    assert_eq!(owner(&mut c, "a").as_deref(), Some("w"));
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    assert_eq!(
+        owner(&mut c, "a").as_deref(),
+        Some("holder"),
+        "the old holder's lock moved to db 1"
+    );
+}
+
+#[test]
+fn eviction_frees_the_lock_for_a_waiter() {
+    let s = Server::with(Options {
+        args: vec!["--maxmemory-policy".into(), "allkeys-random".into()],
+        ..Options::default()
+    });
+    let mut c = s.conn();
+    let _: String = acquire("a", "holder", 600, None).query(&mut c).unwrap();
+    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
+    s.wait_blocked(1);
+    // Squeeze memory until lock:a is evicted (allkeys-random picks keys at random).
+    let used = info_field(&mut c, "memory", "used_memory");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 200_000)
+        .query(&mut c)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut i = 0;
+    loop {
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(vec![b'x'; 2000])
+            .query(&mut c);
+        let _ = r;
+        i += 1;
+        let owner_now = owner(&mut c, "a");
+        if owner_now.as_deref() == Some("w") {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "lock:a never evicted/handed over"
+        );
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
+}
