@@ -10,6 +10,8 @@ redis-server with the module loaded (see conftest.py), that:
 * each side's API works on locks made by the other (owner, extend/renew, release, wrong token);
 * python and module clients hammering one lock never overlap, and no waiter is left behind.
 
+Every test runs twice, with RESP2 and with RESP3 clients (see conftest.py).
+
 Waiting is never done with sleeps: blocking calls run in threads, the test waits until the server
 reports them blocked (INFO clients -> blocked_clients) and then for their result, with deadlines.
 """
@@ -41,7 +43,7 @@ def blocked_clients(client):
 
 
 def wait_blocked(client, expected, timeout=BLOCKED_TIMEOUT):
-    """Poll INFO clients until exactly `expected` clients are blocked (the only sleep in the suite)."""
+    """Poll INFO clients until exactly `expected` clients are blocked (the only sleep in the tests)."""
     deadline = time.monotonic() + timeout
     while True:
         now = blocked_clients(client)
@@ -201,14 +203,22 @@ def test_module_commands_on_python_lock(r):
 # --- many clients of both kinds on one lock ------------------------------------------------------
 
 def test_mutual_exclusion_hammer(r, new_client, spawn):
-    threads_per_side, rounds = 4, 50
-    guard = threading.Lock()
-    state = {"inside": 0, "overlaps": 0, "entries": 0}
+    """4 python-redis-lock and 4 LOCK.* clients, 50 rounds each, never inside together.
 
-    def critical_section(client):
+    Each round all 8 threads meet at a barrier and then race for the lock once each. Without the
+    rounds the module's FIFO queue would hand the lock from module client to module client and
+    python waiters would only get their turns after the module clients were done, so the two
+    kinds would barely interleave; with them every round mixes both kinds.
+    """
+    threads_per_side, rounds = 4, 50
+    barrier = threading.Barrier(2 * threads_per_side, timeout=30)
+    guard = threading.Lock()
+    state = {"inside": 0, "overlaps": 0, "holders": []}
+
+    def critical_section(client, kind):
         with guard:
             state["inside"] += 1
-            state["entries"] += 1
+            state["holders"].append(kind)
             if state["inside"] != 1:
                 state["overlaps"] += 1
         # A read-modify-write through the server: lost updates would show any overlap too.
@@ -217,29 +227,41 @@ def test_mutual_exclusion_hammer(r, new_client, spawn):
         with guard:
             state["inside"] -= 1
 
-    def python_worker(client):
+    def python_rounds(client):
         for _ in range(rounds):
+            barrier.wait()
             with redis_lock.Lock(client, "h", expire=10):
-                critical_section(client)
+                critical_section(client, "p")
 
-    def module_worker(client):
+    def module_rounds(client):
         token = uuid.uuid4().hex
         for i in range(rounds):
+            barrier.wait()
             reply = client.execute_command("LOCK.ACQUIRE", "h", token, 10, "BLOCK", 10000)
-            assert text(reply) == "OK", f"module worker {token} timed out waiting in round {i}"
-            critical_section(client)
+            assert text(reply) == "OK", f"module client timed out waiting in round {i}"
+            critical_section(client, "m")
             assert client.execute_command("LOCK.RELEASE", "h", token) == 1, f"lost the lock in round {i}"
 
-    futures = [spawn(python_worker, new_client()) for _ in range(threads_per_side)]
-    futures += [spawn(module_worker, new_client()) for _ in range(threads_per_side)]
+    def worker(body, client):
+        try:
+            body(client)
+        except BaseException:
+            barrier.abort()  # the other threads get BrokenBarrierError instead of waiting
+            raise
+
+    futures = [spawn(worker, python_rounds, new_client()) for _ in range(threads_per_side)]
+    futures += [spawn(worker, module_rounds, new_client()) for _ in range(threads_per_side)]
     done, not_done = wait(futures, timeout=60)
     assert not not_done, f"{len(not_done)} of {len(futures)} workers still running after 60 s"
-    for future in done:
-        future.result()  # re-raise any worker's assertion
+    errors = [f.exception() for f in done if f.exception() is not None]
+    first = next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), None)
+    if first or errors:
+        raise first or errors[0]
 
     total = 2 * threads_per_side * rounds
-    assert state["overlaps"] == 0
-    assert state["entries"] == total
+    holders = "".join(state["holders"])
+    assert state["overlaps"] == 0, f"{state['overlaps']} overlapping entries; holder sequence {holders}"
+    assert len(holders) == total
     assert int(r.get("hammer:counter")) == total
     assert owner(r, "h") is None
     assert blocked_clients(r) == 0
