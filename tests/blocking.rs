@@ -398,3 +398,36 @@ fn waiters_that_block_and_disconnect_leave_no_memory_behind() {
         );
     }
 }
+
+/// The lock is written for a waiter, but its connection is gone before the reply goes out
+/// (both events in one event-loop pass): the module takes the lock back and hands it on
+/// rather than leaving it held for the vanished client's whole lease.
+#[test]
+fn a_grant_to_a_client_that_vanished_is_taken_back() {
+    use std::io::Write;
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, "a", "holder", 60);
+    let sock = s.url.trim_start_matches("redis+unix://").to_string();
+    let mut vanishing = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    vanishing
+        .write_all(b"LOCK.ACQUIRE a vanishing 600 BLOCK 0\r\n")
+        .unwrap();
+    s.wait_blocked(1);
+    let next = spawn::<Option<String>>(&s, acquire("a", "next", 60, Some(0)));
+    s.wait_blocked(2);
+    // Stall the server; meanwhile queue a release and then the hang-up, so that the next pass
+    // of its event loop sees both, in that order.
+    let mut staller = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    staller.write_all(b"DEBUG SLEEP 0.5\r\n").unwrap();
+    let mut releaser = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // let the server enter the sleep
+    releaser.write_all(b"LOCK.RELEASE a holder\r\n").unwrap();
+    drop(vanishing);
+    assert_eq!(
+        next.wait().unwrap().as_deref(),
+        Some("OK"),
+        "the lock went on to the next waiter"
+    );
+    assert_eq!(owner(&mut c, "a").as_deref(), Some("next"));
+}
