@@ -461,15 +461,20 @@ impl Run {
         Settle::Now
     }
 
+    /// A foreign client deletes the lock: `DEL`, `UNLINK`, or an expire time in the past
+    /// (Redis deletes the key at once, with a `del` event). Waiters are served; with none,
+    /// nothing is signalled (see `forced_expiry`).
     fn foreign_del(&mut self, lock: usize) -> Settle {
-        let (cmd, what) = if self.rng.random_bool(0.5) {
-            ("DEL", "DEL")
-        } else {
-            ("UNLINK", "UNLINK")
-        };
-        let r: i64 = self.query(redis::cmd(cmd).arg(format!("lock:{}", LOCKS[lock])));
-        self.note(format!("{what} lock:{} -> {r}", LOCKS[lock]));
-        assert_eq!(r, 1, "{what} of a held lock{}", self.at());
+        let key = format!("lock:{}", LOCKS[lock]);
+        let how = ["DEL", "UNLINK", "PEXPIREAT"][self.rng.random_range(0..3)];
+        let mut cmd = redis::cmd(how);
+        cmd.arg(&key);
+        if how == "PEXPIREAT" {
+            cmd.arg(1);
+        }
+        let r: i64 = self.query(&cmd);
+        self.note(format!("{} -> {r}", cmd_text(&cmd)));
+        assert_eq!(r, 1, "{} of a held lock{}", cmd_text(&cmd), self.at());
         self.model_free(lock);
         Settle::Deferred
     }
@@ -526,15 +531,19 @@ impl Run {
         Settle::Now
     }
 
-    /// `PEXPIRE lock:<n> 1`: the lease runs out a millisecond later.
+    /// `PEXPIRE lock:<n> <10..20 ms>`: the lease runs out a moment later. Not `PEXPIRE 1`:
+    /// Redis reads the clock twice in PEXPIRE and, when a millisecond ticks in between, deletes
+    /// the key at once (a `del` event, as for an expire time in the past) instead of letting
+    /// it expire, and the module signals python-redis-lock's waiters only for the latter.
     fn forced_expiry(&mut self, lock: usize) -> Settle {
         let _: i64 = self.query(redis::cmd("DEL").arg(format!("lock-signal:{}", LOCKS[lock])));
+        let ms = self.rng.random_range(10..=20u64);
         let r: i64 = self.query(
             redis::cmd("PEXPIRE")
                 .arg(format!("lock:{}", LOCKS[lock]))
-                .arg(1),
+                .arg(ms),
         );
-        self.note(format!("PEXPIRE lock:{} 1 -> {r}", LOCKS[lock]));
+        self.note(format!("PEXPIRE lock:{} {ms} -> {r}", LOCKS[lock]));
         assert_eq!(r, 1, "PEXPIRE of a held lock{}", self.at());
         if !self.model_free(lock) {
             // Expiry never signals by itself: the module must.
@@ -839,7 +848,7 @@ fn cmd_text(cmd: &redis::Cmd) -> String {
     String::from_utf8_lossy(&cmd.get_packed_command())
         .split("\r\n")
         .enumerate()
-        .filter(|(i, _)| *i > 0 && i % 2 == 0)
+        .filter(|(i, s)| *i > 0 && i % 2 == 0 && !s.is_empty())
         .map(|(_, s)| s.to_string())
         .collect::<Vec<_>>()
         .join(" ")
