@@ -4,6 +4,7 @@
 #   make test    Rust unit + integration tests, then the Python interop tests
 #   make bench   the benchmark (examples/bench.rs), once there is one
 #   make build | fmt | clippy | clean
+#   make valgrind  the Rust integration suites with every redis-server under valgrind (docs/valgrind.md)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +19,7 @@ export RLOCK_MODULE := $(MODULE)
 PORT ?= 6379
 ARGS ?=
 
-.PHONY: build run test bench fmt clippy clean distclean
+.PHONY: build run test bench fmt clippy clean distclean valgrind
 
 build:
 	$(CARGO) build --release
@@ -54,3 +55,7 @@ clean:
 # Also drop the Python test venv.
 distclean: clean
 	rm -rf .venv
+
+# Not part of `make test`: slow (every redis-server under valgrind memcheck). SUITES= to narrow.
+valgrind:
+	scripts/valgrind.sh

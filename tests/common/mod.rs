@@ -11,7 +11,26 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub const DEADLINE: Duration = Duration::from_secs(10);
+/// How long any wait may take: 10 s, or `RLOCK_TEST_DEADLINE_SECS` as set when the tests are
+/// *built* (a slow server, e.g. under valgrind; cargo rebuilds the tests when it changes).
+pub const DEADLINE: Duration = Duration::from_secs(deadline_secs());
+
+const fn deadline_secs() -> u64 {
+    let Some(s) = option_env!("RLOCK_TEST_DEADLINE_SECS") else {
+        return 10;
+    };
+    let (b, mut i, mut n) = (s.as_bytes(), 0, 0u64);
+    assert!(!b.is_empty(), "RLOCK_TEST_DEADLINE_SECS: whole seconds");
+    while i < b.len() {
+        assert!(
+            b[i].is_ascii_digit(),
+            "RLOCK_TEST_DEADLINE_SECS: whole seconds"
+        );
+        n = n * 10 + (b[i] - b'0') as u64;
+        i += 1;
+    }
+    n
+}
 
 /// The built module: `$RLOCK_MODULE`, else `target/release/librlock.so`, else debug.
 pub fn module_path() -> PathBuf {
@@ -34,6 +53,8 @@ pub struct Server {
     /// `redis+unix://...` or `redis://127.0.0.1:port`
     pub url: String,
     pub port: Option<u16>,
+    /// Started under `RLOCK_SERVER_WRAPPER`: stopped by SIGTERM (a clean exit) on drop.
+    wrapped: bool,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -84,7 +105,27 @@ impl Server {
 
     pub fn with(opts: Options) -> Server {
         let dir = opts.dir.clone().unwrap_or_else(temp_dir);
-        let mut cmd = Command::new("redis-server");
+        // `RLOCK_SERVER_WRAPPER`, e.g. "valgrind --leak-check=full", prefixes the command line;
+        // `{test}` in it becomes the running test's name (for per-test log files).
+        let test = thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let wrapper: Vec<String> = std::env::var("RLOCK_SERVER_WRAPPER")
+            .map(|w| {
+                w.split_whitespace()
+                    .map(|a| a.replace("{test}", &test))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("redis-server");
+                cmd
+            }
+            None => Command::new("redis-server"),
+        };
         cmd.arg("--save")
             .arg("")
             .arg("--dir")
@@ -125,6 +166,7 @@ impl Server {
             dir,
             url,
             port,
+            wrapped: !wrapper.is_empty(),
         };
         server.wait_ready();
         server
@@ -190,6 +232,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Under a wrapper (valgrind), let the server exit by itself so the wrapper can report.
+        if self.wrapped && matches!(self.child.try_wait(), Ok(None)) {
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let start = Instant::now();
+            while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < DEADLINE {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
