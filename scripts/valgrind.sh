@@ -15,6 +15,7 @@
 #   RLOCK_MODEL_SEEDS       seeds of tests/model.rs (default here: 20, as in `make test`)
 #   SKIP_TESTS              extra test names to skip (space-separated, passed as --skip)
 #   VALGRIND_EXTRA          extra valgrind options
+#   VALGRIND_TARGET_DIR     cargo target dir for the test binaries (default: target/valgrind-build)
 #
 # Exit status: non-zero if a suite failed or a module leak / invalid access was found.
 # Leaks inside redis-server itself are listed but do not fail the run.
@@ -72,10 +73,11 @@ for suite_dir in sorted(glob.glob(os.path.join(root, "logs", "*"))):
             # Killed (SIGKILL) or still running: no leak check was made.
             no_report.append(f"{suite}/{name}")
             st["no_report"] += 1
-        m = re.search(r"definitely lost: ([\d,]+) bytes in ([\d,]+) blocks", text)
-        if m:
-            st["def_bytes"] += int(m.group(1).replace(",", ""))
-            st["def_blocks"] += int(m.group(2).replace(",", ""))
+        for kind in ("definitely lost", "indirectly lost", "possibly lost", "still reachable"):
+            m = re.search(kind + r": ([\d,]+) bytes in ([\d,]+) blocks", text)
+            if m:
+                st[kind + " bytes"] += int(m.group(1).replace(",", ""))
+                st[kind + " blocks"] += int(m.group(2).replace(",", ""))
         m = re.search(r"ERROR SUMMARY: ([\d,]+) errors", text)
         if m:
             st["errors"] += int(m.group(1).replace(",", ""))
@@ -111,10 +113,14 @@ def section(title, items, full):
             print("\n".join(body.splitlines()[:8]))
 
 print("# valgrind scan of", root)
-print("\n| suite | servers | definitely lost (bytes / blocks) | errors | logs without leak report |")
-print("|---|---|---|---|---|")
+KINDS = ("definitely lost", "indirectly lost", "possibly lost", "still reachable")
+print("\nLeak summaries added up over each suite's servers (bytes / blocks). Possibly lost and still")
+print("reachable are data still live at exit (Redis's and the module's static state), for information.\n")
+print("| suite | servers | " + " | ".join(KINDS) + " | errors | logs without leak report |")
+print("|---" * (len(KINDS) + 4) + "|")
 for suite, st in suites.items():
-    print(f"| {suite} | {st['servers']} | {st['def_bytes']} / {st['def_blocks']} | {st['errors']} | {st['no_report']} |")
+    cells = " | ".join(f"{st[k + ' bytes']:,} / {st[k + ' blocks']:,}" for k in KINDS)
+    print(f"| {suite} | {st['servers']} | {cells} | {st['errors']} | {st['no_report']} |")
 section("Module (librlock / rlock::) definitely-lost records", module_leaks, True)
 section("Module (librlock / rlock::) invalid accesses and other errors", module_errors, True)
 section("redis-server's own definitely-lost records (not the module)", redis_leaks, False)
@@ -145,6 +151,9 @@ export RLOCK_MODULE=${RLOCK_MODULE:-$ROOT/target/release/librlock.so}
 TEST_THREADS=${TEST_THREADS:-1}
 
 cargo build --release
+# The test binaries are built with RLOCK_TEST_DEADLINE_SECS baked in: build them in a target
+# directory of their own, so that the normal `cargo test` builds are left alone.
+export CARGO_TARGET_DIR=${VALGRIND_TARGET_DIR:-$ROOT/target/valgrind-build}
 
 rm -rf "$OUT/logs"
 mkdir -p "$OUT/logs"
