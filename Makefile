@@ -3,6 +3,7 @@
 #   make run     build, then redis-server on 127.0.0.1:6379 with the module (ARGS='--opt val', PORT=)
 #   make test    Rust unit + integration tests, then the Python interop tests
 #   make bench   the benchmark (examples/bench.rs), once there is one
+#   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make build | fmt | clippy | clean
 #   make valgrind  the Rust integration suites with every redis-server under valgrind (docs/valgrind.md)
 
@@ -19,7 +20,7 @@ export RLOCK_MODULE := $(MODULE)
 PORT ?= 6379
 ARGS ?=
 
-.PHONY: build run test bench fmt clippy clean distclean valgrind
+.PHONY: build run test bench stress fmt clippy clean distclean valgrind
 
 build:
 	$(CARGO) build --release
@@ -42,6 +43,15 @@ bench:
 	else \
 		echo "no benchmark yet (examples/bench.rs)"; \
 	fi
+
+# Uses the release build as it is (run `make build` first); report in target/stress-report.json.
+STRESS_SECONDS ?= 180
+STRESS_ARGS ?=
+stress:
+	scripts/setup.sh --python
+	@test -f $(MODULE) || { echo "no $(MODULE): run 'make build' first" >&2; exit 1; }
+	.venv/bin/python scripts/stress.py --seconds $(STRESS_SECONDS) --module $(MODULE) \
+		--json target/stress-report.json $(STRESS_ARGS)
 
 fmt:
 	$(CARGO) fmt --all
