@@ -614,9 +614,17 @@ unsafe extern "C" fn disconnect_cb(
     ctx: *mut raw::RedisModuleCtx,
     bc: *mut raw::RedisModuleBlockedClient,
 ) {
+    // The context's client is the blocked client: still connected when Redis 7.0 ended the
+    // wait itself (timeout or CLIENT UNBLOCK racing a grant), being freed on a disconnection
+    // (then the reply is dropped with it).
+    let c = Ctx(ctx);
+    let mut answer = false;
     guard(ctx, "disconnect", || {
-        crate::wake::on_disconnect(Ctx(ctx), bc as Handle)
+        answer = crate::wake::on_disconnect(c, bc as Handle)
     });
+    if answer {
+        c.reply(Ok(Reply::Nil));
+    }
 }
 
 unsafe extern "C" fn timer_cb(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {

@@ -142,20 +142,26 @@ pub fn on_timeout(ctx: Ctx) {
     leave(ctx, ctx.blocked_handle());
 }
 
-/// A blocked client went away. If the lock had already been written for it, free it again.
-pub fn on_disconnect(ctx: Ctx, handle: Handle) {
-    leave(ctx, handle);
+/// Redis unblocked a waiter without the module: a disconnection, or, on Redis 7.0, a
+/// timeout or `CLIENT UNBLOCK` that lands in the same event-loop pass as the grant that
+/// already unblocked it (7.0 then skips both the timeout and the reply callback, so this is
+/// the only moment the client can still be answered). A waiter that was already granted is
+/// answered nil here and its lock taken back; true when the caller must send that nil.
+pub fn on_disconnect(ctx: Ctx, handle: Handle) -> bool {
+    leave(ctx, handle) == Removed::Granted
 }
 
 /// A waiter leaves without the lock. Redis frees a blocked client's handle (and the reply
 /// client it keeps for it) only once the module unblocks it, even after a timeout or a
 /// disconnection; a waiter already granted was unblocked then, and must not be twice.
-fn leave(ctx: Ctx, handle: Handle) {
-    match with(|s| s.core.remove(handle, Ctx::now_ms())) {
+fn leave(ctx: Ctx, handle: Handle) -> Removed {
+    let removed = with(|s| s.core.remove(handle, Ctx::now_ms()));
+    match removed {
         Removed::Queued => ffi::unblock(handle, false),
         Removed::Granted => rearm(ctx),
         Removed::Unknown => {}
     }
+    removed
 }
 
 /// A keyspace event on any key. Events on `lock:<name>` schedule a look at that lock: always
