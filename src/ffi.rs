@@ -387,6 +387,13 @@ impl Key {
         api!(RedisModule_SetAbsExpire(self.key, at) else ERR) == OK
     }
 
+    /// The length of a list key; `None` for any other kind.
+    pub fn list_len(&self) -> Option<usize> {
+        let is_list =
+            api!(RedisModule_KeyType(self.key) else 0) as isize == raw::REDISMODULE_KEYTYPE_LIST;
+        is_list.then(|| api!(RedisModule_ValueLength(self.key) else 0))
+    }
+
     pub fn delete(&mut self) -> bool {
         api!(RedisModule_DeleteKey(self.key) else ERR) == OK
     }
@@ -634,13 +641,17 @@ unsafe extern "C" fn timer_cb(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
 unsafe extern "C" fn keyspace_cb(
     ctx: *mut raw::RedisModuleCtx,
     type_: c_int,
-    _event: *const c_char,
+    event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
-    let ends_lease =
-        type_ & (raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED) != 0;
+    let _ = type_;
+    let event = if event.is_null() {
+        &[][..]
+    } else {
+        unsafe { CStr::from_ptr(event) }.to_bytes()
+    };
     guard(ctx, "keyspace event", || {
-        crate::wake::on_key_event(Ctx(ctx), string_bytes(key), ends_lease)
+        crate::wake::on_key_event(Ctx(ctx), string_bytes(key), event)
     });
     OK
 }

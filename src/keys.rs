@@ -56,21 +56,34 @@ pub fn delete(ctx: Ctx, key: &mut Key, key_name: &[u8]) -> bool {
 
 /// Wake python-redis-lock's waiters exactly as its release script does:
 /// `DEL lock-signal:<n>`, `LPUSH lock-signal:<n> 1`, `PEXPIRE lock-signal:<n> 1000`.
+/// When the list already holds its one element (a signal nobody took yet, so nobody is blocked
+/// on it), the same end state needs only the new expiry.
 pub fn signal(ctx: Ctx, name: &[u8], now: i64) {
     let key_name = signal_key(name);
     let Some(mut key) = Key::open(ctx, &key_name, true) else {
         return;
     };
+    let at = now + SIGNAL_TTL_MS;
+    if key.list_len() == Some(1) {
+        key.set_expires_at(at);
+        ctx.replicate_pexpireat(&key_name, at);
+        return;
+    }
     if key.kind() != Kind::Empty {
         key.delete();
         ctx.replicate_del(&key_name);
     }
     if key.push_head(ctx, b"1") {
         ctx.replicate_lpush(&key_name, b"1");
-        let at = now + SIGNAL_TTL_MS;
         key.set_expires_at(at);
         ctx.replicate_pexpireat(&key_name, at);
     }
+}
+
+/// Whether a signal for `name` is waiting to be taken (someone, e.g. python-redis-lock's own
+/// release, has just signalled).
+pub fn signal_pending(ctx: Ctx, name: &[u8]) -> bool {
+    Key::open(ctx, &signal_key(name), false).is_some_and(|k| k.list_len().is_some_and(|n| n > 0))
 }
 
 /// Redis Cluster's hash slot of a key: CRC16 (XMODEM) of the key, or of its first non-empty

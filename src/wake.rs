@@ -164,23 +164,28 @@ fn leave(ctx: Ctx, handle: Handle) -> Removed {
     removed
 }
 
-/// A keyspace event on any key. Events on `lock:<name>` schedule a look at that lock: always
-/// for an expiry or eviction (python-redis-lock's waiters must then be signalled), otherwise
-/// only if module clients are waiting for it.
-pub fn on_key_event(ctx: Ctx, key: &[u8], ends_lease: bool) {
+/// A keyspace event on any key. An event that frees `lock:<name>` (python-redis-lock's release,
+/// DEL, expiry, eviction, ...) schedules a look at the lock: its first waiter gets it, or,
+/// with nobody waiting, python-redis-lock's waiters are signalled unless that was just done.
+/// Other events on it (a new lease, a renewal) matter only to a lock with waiters.
+pub fn on_key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
     let Some(name) = key.strip_prefix(keys::LOCK_PREFIX) else {
         return;
     };
+    let frees = matches!(
+        event,
+        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from"
+    );
     let now = Ctx::now_ms();
     let scheduled = with(|s| {
-        if !ends_lease && s.core.waiting() == 0 {
+        if !frees && s.core.waiting() == 0 {
             return false;
         }
         let lock = LockId::new(ctx.db(), name);
-        if !ends_lease && !s.core.has_waiters(&lock) {
+        if !frees && !s.core.has_waiters(&lock) {
             return false;
         }
-        s.core.schedule(&lock, now, ends_lease);
+        s.core.schedule(&lock, now, frees);
         true
     });
     if scheduled {
@@ -211,7 +216,10 @@ pub fn on_timer(ctx: Ctx) {
                 continue;
             };
             match key.kind() {
-                Kind::Empty => hand_over_or_free(ctx, &mut key, name, now, check.signal_if_free),
+                Kind::Empty => {
+                    let signal = check.signal_if_free && !keys::signal_pending(ctx, name);
+                    hand_over_or_free(ctx, &mut key, name, now, signal)
+                }
                 Kind::String if check.revoke.iter().any(|t| **t == *key.value()) => {
                     hand_over_or_free(ctx, &mut key, name, now, true)
                 }

@@ -431,3 +431,33 @@ fn a_grant_to_a_client_that_vanished_is_taken_back() {
     );
     assert_eq!(owner(&mut c, "a").as_deref(), Some("next"));
 }
+
+/// On Redis 7.0 a `CLIENT UNBLOCK` handled in the same pass as the grant skips the module's
+/// reply: the waiter must still be answered (nil), and the lock must move on, not stay with it.
+#[test]
+fn client_unblock_racing_a_grant_answers_nil_and_hands_the_lock_on() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, "a", "holder", 60);
+    let first = spawn::<Option<String>>(&s, acquire("a", "first", 60, Some(0)));
+    s.wait_blocked(1);
+    let second = spawn::<Option<String>>(&s, acquire("a", "second", 60, Some(0)));
+    s.wait_blocked(2);
+    let (released, unblocked): (i64, i64) = redis::pipe()
+        .cmd("LOCK.RELEASE")
+        .arg("a")
+        .arg("holder")
+        .cmd("CLIENT")
+        .arg("UNBLOCK")
+        .arg(first.id)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((released, unblocked), (1, 1));
+    assert_eq!(
+        first.wait().unwrap(),
+        None,
+        "answered, and not with a lock it no longer holds"
+    );
+    assert_eq!(second.wait().unwrap().as_deref(), Some("OK"));
+    assert_eq!(owner(&mut c, "a").as_deref(), Some("second"));
+}

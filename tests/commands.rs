@@ -395,3 +395,23 @@ fn writes_are_refused_on_a_replica_and_owner_works_there() {
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
     assert_eq!(dbsize, 1);
 }
+
+#[test]
+fn a_lock_deleted_by_another_client_signals_python_waiters() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let _: () = acquire("a", "t", 60, None).query(&mut c).unwrap();
+    let _: i64 = redis::cmd("DEL").arg("lock:a").query(&mut c).unwrap();
+    // The signal is written by the module's deferred look at the lock: wait for it.
+    let start = std::time::Instant::now();
+    while redis::cmd("LLEN")
+        .arg("lock-signal:a")
+        .query::<i64>(&mut c)
+        .unwrap()
+        == 0
+    {
+        assert!(start.elapsed() < DEADLINE, "no signal after a foreign DEL");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!((1..=1000).contains(&pttl(&mut c, "lock-signal:a")));
+}

@@ -475,7 +475,10 @@ impl Run {
         let r: i64 = self.query(&cmd);
         self.note(format!("{} -> {r}", cmd_text(&cmd)));
         assert_eq!(r, 1, "{} of a held lock{}", cmd_text(&cmd), self.at());
-        self.model_free(lock);
+        if !self.model_free(lock) {
+            // Freed with nobody queued: python-redis-lock's waiters are signalled.
+            self.expect_signal.push(lock);
+        }
         Settle::Deferred
     }
 
