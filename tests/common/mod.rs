@@ -234,7 +234,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Under a wrapper (valgrind), let the server exit by itself so the wrapper can report.
         if self.wrapped && matches!(self.child.try_wait(), Ok(None)) {
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
             let start = Instant::now();
             while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < DEADLINE {
                 thread::sleep(Duration::from_millis(20));
