@@ -46,9 +46,9 @@ pub enum Removed {
     Unknown,
     /// It was still queued; it is gone and will never be handed the lock.
     Queued,
-    /// The lock had already been written for it but the client went away before the reply.
-    /// The core has queued a revocation: the shell frees the lock if it still holds `token`.
-    Granted,
+    /// The lock had already been written for it, but the reply never reached it: the shell
+    /// takes the lock back if `lock` is still held by `token`.
+    Granted { lock: Arc<LockId>, token: Box<[u8]> },
 }
 
 /// A due look at one lock.
@@ -56,10 +56,9 @@ pub enum Removed {
 pub struct Check {
     pub lock: Arc<LockId>,
     /// Whether, if the lock is found free and nobody is waiting, python-redis-lock's waiters
-    /// must be signalled (the lock ended by expiry or eviction, which never signals by itself).
+    /// must be signalled (the lock ended by expiry, eviction or a foreign delete, which do not
+    /// signal by themselves).
     pub signal_if_free: bool,
-    /// Tokens whose grant was never delivered: free the lock if it is still held by one of them.
-    pub revoke: Vec<Box<[u8]>>,
 }
 
 struct Waiter {
@@ -76,11 +75,9 @@ struct Queue<H> {
     live: usize,
 }
 
-#[derive(Default)]
 struct Pending {
     at: i64,
     signal_if_free: bool,
-    revoke: Vec<Box<[u8]>>,
 }
 
 pub struct Core<H> {
@@ -179,13 +176,9 @@ impl<H: Copy + Eq + Hash> Core<H> {
     }
 
     /// A waiter timed out, was unblocked or disconnected.
-    pub fn remove(&mut self, handle: H, now: i64) -> Removed {
+    pub fn remove(&mut self, handle: H) -> Removed {
         if let Some((lock, token)) = self.granted.remove(&handle) {
-            self.schedule(&lock, now, false);
-            if let Some(p) = self.pending.get_mut(&lock) {
-                p.revoke.push(token);
-            }
-            return Removed::Granted;
+            return Removed::Granted { lock, token };
         }
         if self.remove_quietly(handle) {
             Removed::Queued
@@ -225,9 +218,9 @@ impl<H: Copy + Eq + Hash> Core<H> {
     /// Look at `lock` again at `at` (or earlier, if already due earlier).
     pub fn schedule(&mut self, lock: &LockId, at: i64, signal_if_free: bool) {
         let lock = self.intern(lock);
-        let pending = self.pending.entry(lock.clone()).or_insert_with(|| Pending {
+        let pending = self.pending.entry(lock.clone()).or_insert(Pending {
             at: i64::MAX,
-            ..Pending::default()
+            signal_if_free: false,
         });
         pending.signal_if_free |= signal_if_free;
         if at < pending.at {
@@ -272,11 +265,10 @@ impl<H: Copy + Eq + Hash> Core<H> {
             let Some(p) = self.pending.remove(&lock) else {
                 continue;
             };
-            if p.signal_if_free || !p.revoke.is_empty() || self.queues.contains_key(&lock) {
+            if p.signal_if_free || self.queues.contains_key(&lock) {
                 out.push(Check {
                     lock,
                     signal_if_free: p.signal_if_free,
-                    revoke: p.revoke,
                 });
             }
         }
@@ -332,9 +324,9 @@ mod tests {
         for h in 1..=5 {
             core.enqueue(&lock("a"), h, b"t", 1000);
         }
-        assert_eq!(core.remove(1, 0), Removed::Queued);
-        assert_eq!(core.remove(3, 0), Removed::Queued);
-        assert_eq!(core.remove(3, 0), Removed::Unknown);
+        assert_eq!(core.remove(1), Removed::Queued);
+        assert_eq!(core.remove(3), Removed::Queued);
+        assert_eq!(core.remove(3), Removed::Unknown);
         let order: Vec<u32> =
             std::iter::from_fn(|| served(&mut core, "a").map(|(h, _)| h)).collect();
         assert_eq!(order, vec![2, 4, 5]);
@@ -346,7 +338,7 @@ mod tests {
         let mut core = Core::new();
         core.enqueue(&lock("a"), 1, b"old", 1000);
         core.enqueue(&lock("a"), 2, b"two", 1000);
-        core.remove(1, 0);
+        core.remove(1);
         core.enqueue(&lock("a"), 1, b"new", 1000);
         assert_eq!(served(&mut core, "a"), Some((2, "two".into())));
         assert_eq!(served(&mut core, "a"), Some((1, "new".into())));
@@ -354,19 +346,22 @@ mod tests {
     }
 
     #[test]
-    fn removal_of_a_granted_waiter_revokes_its_lock() {
+    fn removal_of_a_granted_waiter_tells_which_lock_to_take_back() {
         let mut core = Core::new();
         core.enqueue(&lock("a"), 1, b"t1", 1000);
         let g = core.pop_next(&lock("a")).unwrap();
-        assert_eq!(core.remove(g.handle, 50), Removed::Granted);
-        let due = core.take_due(50);
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].revoke, vec![Box::from(&b"t1"[..])]);
+        match core.remove(g.handle) {
+            Removed::Granted { lock: l, token } => {
+                assert_eq!(*l, lock("a"));
+                assert_eq!(&*token, b"t1");
+            }
+            other => panic!("{other:?}"),
+        }
         // Once delivered, a grant is no longer revocable.
         core.enqueue(&lock("a"), 2, b"t2", 1000);
         let g = core.pop_next(&lock("a")).unwrap();
         core.delivered(g.handle);
-        assert_eq!(core.remove(g.handle, 60), Removed::Unknown);
+        assert_eq!(core.remove(g.handle), Removed::Unknown);
     }
 
     #[test]
@@ -444,7 +439,7 @@ mod tests {
                             continue;
                         }
                         let h = all[rng.random_range(0..all.len())];
-                        assert_eq!(core.remove(h, 0), Removed::Queued);
+                        assert_eq!(core.remove(h), Removed::Queued);
                         for q in &mut model {
                             q.retain(|x| *x != h);
                         }

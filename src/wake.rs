@@ -139,27 +139,37 @@ pub fn on_reply(ctx: Ctx) -> CmdResult {
 
 /// BLOCK time ran out, or `CLIENT UNBLOCK`: the waiter leaves the queue (ffi replies nil).
 pub fn on_timeout(ctx: Ctx) {
-    leave(ctx, ctx.blocked_handle());
+    leave(ctx.blocked_handle());
 }
 
 /// Redis unblocked a waiter without the module: a disconnection, or, on Redis 7.0, a
 /// timeout or `CLIENT UNBLOCK` that lands in the same event-loop pass as the grant that
 /// already unblocked it (7.0 then skips both the timeout and the reply callback, so this is
 /// the only moment the client can still be answered). A waiter that was already granted is
-/// answered nil here and its lock taken back; true when the caller must send that nil.
+/// answered nil and its lock taken back at once, before anything else can see it or the
+/// client can retry with the same token; true when the caller must send that nil.
 pub fn on_disconnect(ctx: Ctx, handle: Handle) -> bool {
-    leave(ctx, handle) == Removed::Granted
+    let Removed::Granted { lock, token } = leave(handle) else {
+        return false;
+    };
+    // The context's client is the waiter, which blocked in the lock's database.
+    if ctx.may_write() && ctx.db() == lock.db {
+        if let Some(mut key) = Key::open(ctx, &keys::lock_key(&lock.name), true) {
+            if key.kind() == Kind::String && key.value() == &*token {
+                hand_over_or_free(ctx, &mut key, &lock.name, Ctx::now_ms(), true);
+            }
+        }
+    }
+    true
 }
 
 /// A waiter leaves without the lock. Redis frees a blocked client's handle (and the reply
 /// client it keeps for it) only once the module unblocks it, even after a timeout or a
 /// disconnection; a waiter already granted was unblocked then, and must not be twice.
-fn leave(ctx: Ctx, handle: Handle) -> Removed {
-    let removed = with(|s| s.core.remove(handle, Ctx::now_ms()));
-    match removed {
-        Removed::Queued => ffi::unblock(handle, false),
-        Removed::Granted => rearm(ctx),
-        Removed::Unknown => {}
+fn leave(handle: Handle) -> Removed {
+    let removed = with(|s| s.core.remove(handle));
+    if removed == Removed::Queued {
+        ffi::unblock(handle, false);
     }
     removed
 }
@@ -219,9 +229,6 @@ pub fn on_timer(ctx: Ctx) {
                 Kind::Empty => {
                     let signal = check.signal_if_free && !keys::signal_pending(ctx, name);
                     hand_over_or_free(ctx, &mut key, name, now, signal)
-                }
-                Kind::String if check.revoke.iter().any(|t| **t == *key.value()) => {
-                    hand_over_or_free(ctx, &mut key, name, now, true)
                 }
                 Kind::String => {
                     if let Some(at) = key.expires_at() {
