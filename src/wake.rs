@@ -186,6 +186,11 @@ pub fn on_key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
         event,
         b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from"
     );
+    // python-redis-lock's own release has just signalled: nothing left to do. (Reading here is
+    // fine; only writes must wait for the timer.)
+    if frees && !has_waiters(ctx, name) && keys::signal_pending(ctx, name) {
+        return;
+    }
     let now = Ctx::now_ms();
     let scheduled = with(|s| {
         if !frees && s.core.waiting() == 0 {
