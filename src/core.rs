@@ -66,6 +66,8 @@ struct Waiter {
     lock: Arc<LockId>,
     token: Box<[u8]>,
     ttl_ms: i64,
+    /// When its BLOCK time runs out (`None`: never).
+    deadline: Option<i64>,
 }
 
 /// Arrival order of one lock's waiters. Removed waiters stay in `order` until they reach the
@@ -87,15 +89,18 @@ pub struct Core<H> {
     granted: HashMap<H, (Arc<LockId>, Box<[u8]>)>,
     pending: HashMap<Arc<LockId>, Pending>,
     due: BTreeSet<(i64, Arc<LockId>)>,
+    /// Waiters' deadlines. The core, not Redis, ends waits: so a waiter is either handed the
+    /// lock or timed out, decided in one place, never both.
+    deadlines: BTreeSet<(i64, H)>,
 }
 
-impl<H: Copy + Eq + Hash> Default for Core<H> {
+impl<H: Copy + Eq + Hash + Ord> Default for Core<H> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<H: Copy + Eq + Hash> Core<H> {
+impl<H: Copy + Eq + Hash + Ord> Core<H> {
     pub fn new() -> Self {
         Core {
             seq: 0,
@@ -104,11 +109,19 @@ impl<H: Copy + Eq + Hash> Core<H> {
             granted: HashMap::new(),
             pending: HashMap::new(),
             due: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
         }
     }
 
-    /// Queue a blocked client at the back of `lock`'s line.
-    pub fn enqueue(&mut self, lock: &LockId, handle: H, token: &[u8], ttl_ms: i64) {
+    /// Queue a blocked client at the back of `lock`'s line, waiting until `deadline` at most.
+    pub fn enqueue(
+        &mut self,
+        lock: &LockId,
+        handle: H,
+        token: &[u8],
+        ttl_ms: i64,
+        deadline: Option<i64>,
+    ) {
         self.remove_quietly(handle);
         self.seq += 1;
         let seq = self.seq;
@@ -126,8 +139,26 @@ impl<H: Copy + Eq + Hash> Core<H> {
                 lock,
                 token: token.into(),
                 ttl_ms,
+                deadline,
             },
         );
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, handle));
+        }
+    }
+
+    /// Take every waiter whose deadline is `now` or earlier out of its queue: the shell
+    /// answers them nil.
+    pub fn take_timed_out(&mut self, now: i64) -> Vec<H> {
+        let mut out = Vec::new();
+        while let Some(&(at, handle)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.remove_quietly(handle);
+            out.push(handle);
+        }
+        out
     }
 
     /// Whether any client is queued for `lock`.
@@ -150,6 +181,9 @@ impl<H: Copy + Eq + Hash> Core<H> {
                 continue;
             }
             let waiter = self.waiters.remove(&handle)?;
+            if let Some(at) = waiter.deadline {
+                self.deadlines.remove(&(at, handle));
+            }
             queue.live -= 1;
             if queue.live == 0 {
                 self.queues.remove(lock);
@@ -191,6 +225,9 @@ impl<H: Copy + Eq + Hash> Core<H> {
         let Some(waiter) = self.waiters.remove(&handle) else {
             return false;
         };
+        if let Some(at) = waiter.deadline {
+            self.deadlines.remove(&(at, handle));
+        }
         if let Some(queue) = self.queues.get_mut(&waiter.lock) {
             queue.live -= 1;
             if queue.live == 0 {
@@ -246,13 +283,15 @@ impl<H: Copy + Eq + Hash> Core<H> {
         }
     }
 
-    /// The earliest moment a check is due, if any.
+    /// The earliest moment a check or a waiter's deadline is due, if any.
     pub fn next_due(&self) -> Option<i64> {
-        self.due.first().map(|(at, _)| *at)
+        let check = self.due.first().map(|(at, _)| *at);
+        let deadline = self.deadlines.first().map(|(at, _)| *at);
+        check.into_iter().chain(deadline).min()
     }
 
     /// Every check due at `now`, earliest first. A check that can change nothing (no waiters,
-    /// nothing to signal, nothing to revoke) is dropped here.
+    /// nothing to signal) is dropped here.
     pub fn take_due(&mut self, now: i64) -> Vec<Check> {
         let mut out = Vec::new();
         while let Some((at, _)) = self.due.first() {
@@ -305,10 +344,10 @@ mod tests {
     #[test]
     fn waiters_are_served_first_come_first_served() {
         let mut core = Core::new();
-        core.enqueue(&lock("a"), 1, b"t1", 1000);
-        core.enqueue(&lock("a"), 2, b"t2", 2000);
-        core.enqueue(&lock("b"), 3, b"t3", 3000);
-        core.enqueue(&lock("a"), 4, b"t4", 4000);
+        core.enqueue(&lock("a"), 1, b"t1", 1000, None);
+        core.enqueue(&lock("a"), 2, b"t2", 2000, None);
+        core.enqueue(&lock("b"), 3, b"t3", 3000, None);
+        core.enqueue(&lock("a"), 4, b"t4", 4000, None);
         let g = core.pop_next(&lock("a")).unwrap();
         assert_eq!((g.handle, &*g.token, g.ttl_ms), (1, &b"t1"[..], 1000));
         assert_eq!(served(&mut core, "a"), Some((2, "t2".into())));
@@ -322,7 +361,7 @@ mod tests {
     fn a_removed_waiter_is_never_served() {
         let mut core = Core::new();
         for h in 1..=5 {
-            core.enqueue(&lock("a"), h, b"t", 1000);
+            core.enqueue(&lock("a"), h, b"t", 1000, None);
         }
         assert_eq!(core.remove(1), Removed::Queued);
         assert_eq!(core.remove(3), Removed::Queued);
@@ -336,10 +375,10 @@ mod tests {
     #[test]
     fn a_handle_reused_after_removal_takes_its_new_place() {
         let mut core = Core::new();
-        core.enqueue(&lock("a"), 1, b"old", 1000);
-        core.enqueue(&lock("a"), 2, b"two", 1000);
+        core.enqueue(&lock("a"), 1, b"old", 1000, None);
+        core.enqueue(&lock("a"), 2, b"two", 1000, None);
         core.remove(1);
-        core.enqueue(&lock("a"), 1, b"new", 1000);
+        core.enqueue(&lock("a"), 1, b"new", 1000, None);
         assert_eq!(served(&mut core, "a"), Some((2, "two".into())));
         assert_eq!(served(&mut core, "a"), Some((1, "new".into())));
         assert_eq!(served(&mut core, "a"), None);
@@ -348,7 +387,7 @@ mod tests {
     #[test]
     fn removal_of_a_granted_waiter_tells_which_lock_to_take_back() {
         let mut core = Core::new();
-        core.enqueue(&lock("a"), 1, b"t1", 1000);
+        core.enqueue(&lock("a"), 1, b"t1", 1000, None);
         let g = core.pop_next(&lock("a")).unwrap();
         match core.remove(g.handle) {
             Removed::Granted { lock: l, token } => {
@@ -358,7 +397,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Once delivered, a grant is no longer revocable.
-        core.enqueue(&lock("a"), 2, b"t2", 1000);
+        core.enqueue(&lock("a"), 2, b"t2", 1000, None);
         let g = core.pop_next(&lock("a")).unwrap();
         core.delivered(g.handle);
         assert_eq!(core.remove(g.handle), Removed::Unknown);
@@ -368,8 +407,8 @@ mod tests {
     fn checks_come_due_at_their_time_and_keep_the_earliest() {
         // Table: (schedule at, signal) pairs, then which names are due at each `now`.
         let mut core: Core<u32> = Core::new();
-        core.enqueue(&lock("a"), 1, b"t", 1000);
-        core.enqueue(&lock("b"), 2, b"t", 1000);
+        core.enqueue(&lock("a"), 1, b"t", 1000, None);
+        core.enqueue(&lock("b"), 2, b"t", 1000, None);
         core.schedule(&lock("a"), 100, false);
         core.schedule(&lock("a"), 300, false); // later: the earlier one stands
         core.schedule(&lock("b"), 200, false);
@@ -404,14 +443,32 @@ mod tests {
     #[test]
     fn schedule_all_covers_the_locks_with_waiters_of_one_database() {
         let mut core: Core<u32> = Core::new();
-        core.enqueue(&LockId::new(0, b"a"), 1, b"t", 1);
-        core.enqueue(&LockId::new(1, b"b"), 2, b"t", 1);
+        core.enqueue(&LockId::new(0, b"a"), 1, b"t", 1, None);
+        core.enqueue(&LockId::new(1, b"b"), 2, b"t", 1, None);
         core.schedule_all(Some(1), 5);
         let due = core.take_due(5);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].lock.db, 1);
         core.schedule_all(None, 6);
         assert_eq!(core.take_due(6).len(), 2);
+    }
+
+    #[test]
+    fn waiters_time_out_at_their_deadline_and_are_never_served_after() {
+        let mut core: Core<u32> = Core::new();
+        core.enqueue(&lock("a"), 1, b"t1", 1000, Some(100));
+        core.enqueue(&lock("a"), 2, b"t2", 1000, None);
+        core.enqueue(&lock("a"), 3, b"t3", 1000, Some(50));
+        assert_eq!(core.next_due(), Some(50));
+        assert_eq!(core.take_timed_out(49), Vec::<u32>::new());
+        assert_eq!(core.take_timed_out(100), vec![3, 1]);
+        assert_eq!(core.next_due(), None);
+        assert_eq!(served(&mut core, "a"), Some((2, "t2".into())));
+        assert_eq!(served(&mut core, "a"), None);
+        // A waiter served before its deadline is no longer timed out.
+        core.enqueue(&lock("b"), 4, b"t4", 1000, Some(10));
+        assert_eq!(served(&mut core, "b"), Some((4, "t4".into())));
+        assert_eq!(core.take_timed_out(20), Vec::<u32>::new());
     }
 
     /// Property: against a simple model (a Vec in arrival order), random enqueues, removals and
@@ -430,7 +487,7 @@ mod tests {
                 match rng.random_range(0..10) {
                     0..=4 => {
                         next += 1;
-                        core.enqueue(&lock(&name), next, b"t", 1);
+                        core.enqueue(&lock(&name), next, b"t", 1, None);
                         model[l].push(next);
                     }
                     5..=7 => {

@@ -135,10 +135,11 @@ impl Ctx {
 
     // ---- blocked clients ----
 
-    /// Block the calling client for up to `timeout_ms` (0: no limit). Its reply comes from
-    /// `wake::on_reply` after `unblock`, or `wake::on_timeout`; `wake::on_disconnect` hears
-    /// of it going away.
-    pub fn block(self, timeout_ms: i64) -> Option<Handle> {
+    /// Block the calling client with no time limit of Redis's own (rlock ends waits itself).
+    /// Its reply comes from `wake::on_reply` after `unblock`, or from `wake::on_timeout` on
+    /// `CLIENT UNBLOCK`; `wake::on_disconnect` hears of it going away.
+    pub fn block(self) -> Option<Handle> {
+        let timeout_ms: i64 = 0;
         let bc = api!(RedisModule_BlockClient(self.0, Some(reply_cb), Some(timeout_cb), None, timeout_ms) else null_mut());
         if bc.is_null() {
             return None;

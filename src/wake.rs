@@ -52,12 +52,13 @@ pub fn wait(
     block_ms: i64,
     expires_at: Option<i64>,
 ) -> bool {
-    let Some(handle) = ctx.block(block_ms) else {
+    let Some(handle) = ctx.block() else {
         return false;
     };
     let lock = LockId::new(ctx.db(), name);
+    let deadline = (block_ms > 0).then(|| Ctx::now_ms() + block_ms);
     with(|s| {
-        s.core.enqueue(&lock, handle, token, ttl_ms);
+        s.core.enqueue(&lock, handle, token, ttl_ms, deadline);
         if let Some(at) = expires_at {
             s.core.schedule(&lock, at + 1, false);
         }
@@ -84,12 +85,17 @@ pub fn lease_changed(ctx: Ctx, name: &[u8], expires_at: i64) {
 /// with no moment in between at which another client could take it; with no waiter, delete
 /// it and, if `signal`, wake python-redis-lock's waiters.
 pub fn hand_over_or_free(ctx: Ctx, key: &mut Key, name: &[u8], now: i64, signal: bool) {
-    let grant = with(|s| {
+    let (timed_out, grant) = with(|s| {
         if s.core.waiting() == 0 {
-            return None;
+            return (Vec::new(), None);
         }
-        s.core.pop_next(&LockId::new(ctx.db(), name))
+        // A waiter whose time is up is answered nil, not handed the lock.
+        let timed_out = s.core.take_timed_out(now);
+        (timed_out, s.core.pop_next(&LockId::new(ctx.db(), name)))
     });
+    for handle in timed_out {
+        ffi::unblock(handle, false);
+    }
     let key_name = keys::lock_key(name);
     match grant {
         Some(grant) => {
@@ -137,7 +143,8 @@ pub fn on_reply(ctx: Ctx) -> CmdResult {
     })
 }
 
-/// BLOCK time ran out, or `CLIENT UNBLOCK`: the waiter leaves the queue (ffi replies nil).
+/// `CLIENT UNBLOCK` (BLOCK deadlines are the core's, so Redis never times a waiter out itself):
+/// the waiter leaves the queue (ffi replies nil).
 pub fn on_timeout(ctx: Ctx) {
     leave(ctx.blocked_handle());
 }
@@ -217,10 +224,13 @@ pub fn on_databases_changed(ctx: Ctx, db: Option<i32>) {
 /// The module timer fired: perform every due look.
 pub fn on_timer(ctx: Ctx) {
     let now = Ctx::now_ms();
-    let due = with(|s| {
+    let (timed_out, due) = with(|s| {
         s.timer = None;
-        s.core.take_due(now)
+        (s.core.take_timed_out(now), s.core.take_due(now))
     });
+    for handle in timed_out {
+        ffi::unblock(handle, false);
+    }
     if ctx.may_write() {
         for check in due {
             if !ctx.select_db(check.lock.db) {
