@@ -429,6 +429,8 @@ fn guard(ctx: *mut raw::RedisModuleCtx, what: &str, f: impl FnOnce()) {
 }
 
 /// The body of every command entry point: decode the arguments, run the handler, reply.
+/// Only the `extern "C"` entry points that Redis calls with its own `argv` call this.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn run_command(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -508,7 +510,8 @@ pub enum ArgType {
 /// Register a command. Names route like keys (a key spec flagged NOT_KEY on argument 1), so
 /// cluster mode sends the command to the node of `name`'s slot while ACL leaves the real keys
 /// (`lock:<name>`, `lock-signal:<name>`) to the command's own check.
-pub fn create_command(ctx: *mut raw::RedisModuleCtx, spec: &CommandSpec) -> bool {
+pub fn create_command(ctx: &redis_module::Context, spec: &CommandSpec) -> bool {
+    let ctx = ctx.ctx;
     let (first, last) = if spec.takes_name { (1, 1) } else { (0, 0) };
     let created = api!(RedisModule_CreateCommand(ctx, spec.name.as_ptr(), Some(spec.entry),
         spec.flags.as_ptr(), first, last, first) else ERR);
@@ -704,7 +707,8 @@ unsafe extern "C" fn server_event_cb(
 
 /// Subscribe to the keyspace events (every class that can end or change a lock's lease) and the
 /// server events (flush, swapdb, loading, role change) that `wake.rs` reacts to.
-pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> bool {
+pub fn subscribe(ctx: &redis_module::Context) -> bool {
+    let ctx = ctx.ctx;
     let types = raw::REDISMODULE_NOTIFY_GENERIC
         | raw::REDISMODULE_NOTIFY_STRING
         | raw::REDISMODULE_NOTIFY_EXPIRED

@@ -23,10 +23,12 @@ pub mod ffi;
 pub mod keys;
 pub mod wake;
 
+#[cfg(not(test))]
 use redis_module::{Context, RedisString, Status};
 
+#[cfg(not(test))]
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    if commands::register(ctx.ctx) && ffi::subscribe(ctx.ctx) {
+    if commands::register(ctx) && ffi::subscribe(ctx) {
         Status::Ok
     } else {
         Status::Err

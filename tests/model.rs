@@ -18,6 +18,7 @@
 //! last steps taken. Environment knobs (all optional):
 //! `RLOCK_MODEL_SEED=<n>` runs only seed n; `RLOCK_MODEL_SEEDS=<count>` (default 20);
 //! `RLOCK_MODEL_STEPS=<n>` (default 150); `RLOCK_MODEL_TRACE=1` prints every step.
+#![allow(clippy::needless_range_loop)] // locks are numbered; the index is the lock
 
 mod common;
 use common::*;

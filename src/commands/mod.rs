@@ -103,7 +103,7 @@ const TTL: (&std::ffi::CStr, ArgType, Option<&std::ffi::CStr>, bool) =
     (c"ttl", ArgType::Integer, None, false);
 
 /// Register every LOCK.* command with its docs. False if Redis refused one.
-pub fn register(ctx: *mut redis_module::raw::RedisModuleCtx) -> bool {
+pub fn register(ctx: &redis_module::Context) -> bool {
     let specs = [
         CommandSpec {
             name: c"LOCK.ACQUIRE",

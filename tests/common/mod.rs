@@ -282,11 +282,6 @@ impl<T> Pending<T> {
             .recv_timeout(DEADLINE)
             .expect("no reply before the deadline")
     }
-
-    /// Whether the reply has already come.
-    pub fn ready(&self) -> bool {
-        matches!(self.rx.try_recv(), Ok(_)) // consumes: only for "must not have answered" checks
-    }
 }
 
 /// `LOCK.ACQUIRE name token ttl [BLOCK ms]` as a command.
