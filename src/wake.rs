@@ -56,7 +56,8 @@ pub fn wait(
         return false;
     };
     let lock = LockId::new(ctx.db(), name);
-    let deadline = (block_ms > 0).then(|| Ctx::now_ms() + block_ms);
+    // The clock has whole milliseconds: one more makes sure at least `block_ms` have passed.
+    let deadline = (block_ms > 0).then(|| Ctx::now_ms() + block_ms + 1);
     with(|s| {
         s.core.enqueue(&lock, handle, token, ttl_ms, deadline);
         if let Some(at) = expires_at {
