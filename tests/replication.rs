@@ -132,15 +132,15 @@ fn the_aof_holds_only_core_commands_with_absolute_times() {
     assert!(upper.contains("LPUSH"), "the python signal: {aof}");
 }
 
-/// A lock taken on the primary survives its promotion: the replica (no module) kept it, and
-/// once promoted and given the module, waiters there work.
+/// A lock taken on the primary survives its promotion: the replica, running without the
+/// module, kept it; promoted and given the module (`MODULE LOAD`), it serves waiters.
 #[test]
-fn held_locks_survive_failover_to_a_replica() {
+fn held_locks_survive_failover_to_a_replica_without_the_module() {
     let primary = Server::with(Options {
         tcp: true,
         ..Options::default()
     });
-    let replica = replica_of(&primary, true);
+    let replica = replica_of(&primary, false);
     let mut p = primary.conn();
     let _: String = acquire("a", "t1", 60, None).query(&mut p).unwrap();
     sync_replicas(&mut p, 1);
@@ -150,6 +150,11 @@ fn held_locks_survive_failover_to_a_replica() {
     let _: String = redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")
+        .query(&mut r)
+        .unwrap();
+    let _: String = redis::cmd("MODULE")
+        .arg("LOAD")
+        .arg(module_path())
         .query(&mut r)
         .unwrap();
     assert_eq!(owner(&mut r, "a").as_deref(), Some("t1"));

@@ -134,6 +134,8 @@ impl Server {
             .arg("127.0.0.1")
             .arg("--enable-debug-command")
             .arg("yes")
+            .arg("--enable-module-command")
+            .arg("yes")
             .arg("--repl-diskless-sync-delay")
             .arg("0");
         let (url, port) = if opts.tcp {
