@@ -154,7 +154,7 @@ fn held_locks_survive_failover_to_a_replica_without_the_module() {
         .unwrap();
     let _: String = redis::cmd("MODULE")
         .arg("LOAD")
-        .arg(module_path())
+        .arg(module_path().display().to_string())
         .query(&mut r)
         .unwrap();
     assert_eq!(owner(&mut r, "a").as_deref(), Some("t1"));
