@@ -2,13 +2,13 @@
 //!
 //! The keys in Redis (`lock:<name>`) are the truth about who holds a lock: python-redis-lock
 //! clients write them too. The core keeps what Redis does not: for every lock, the module
-//! clients blocked on it in arrival order, the grants whose reply is still on its way, and the
-//! moments at which a lock must be looked at again (a holder's lease ending, a foreign release
-//! to follow up). Every time-dependent call takes `now` in milliseconds; the shell
+//! clients blocked on it in arrival order and when each one's BLOCK time runs out, the grants
+//! whose reply is still on its way, and the moments at which a lock must be looked at again (a
+//! holder's lease ending, a foreign release to follow up). Every time-dependent call takes `now` in milliseconds; the shell
 //! (`wake.rs`) reads the keys, calls in here, and performs what comes back.
 //!
 //! `H` is the shell's handle for a blocked client (a pointer's address in the module, a number
-//! in tests). The core only compares and hashes it.
+//! in tests). The core only compares, orders and hashes it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;

@@ -626,8 +626,8 @@ unsafe extern "C" fn disconnect_cb(
     bc: *mut raw::RedisModuleBlockedClient,
 ) {
     // The context's client is the blocked client: still connected when Redis 7.0 ended the
-    // wait itself (timeout or CLIENT UNBLOCK racing a grant), being freed on a disconnection
-    // (then the reply is dropped with it).
+    // wait itself (CLIENT UNBLOCK racing a grant), being freed on a disconnection (then the
+    // reply is dropped with it).
     let c = Ctx(ctx);
     let mut answer = false;
     guard(ctx, "disconnect", || {

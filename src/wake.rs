@@ -151,9 +151,9 @@ pub fn on_timeout(ctx: Ctx) {
 }
 
 /// Redis unblocked a waiter without the module: a disconnection, or, on Redis 7.0, a
-/// timeout or `CLIENT UNBLOCK` that lands in the same event-loop pass as the grant that
-/// already unblocked it (7.0 then skips both the timeout and the reply callback, so this is
-/// the only moment the client can still be answered). A waiter that was already granted is
+/// `CLIENT UNBLOCK` that lands in the same event-loop pass as the grant that already unblocked
+/// it (7.0 then skips both the timeout and the reply callback, so this is the only moment the
+/// client can still be answered). A waiter that was already granted is
 /// answered nil and its lock taken back at once, before anything else can see it or the
 /// client can retry with the same token; true when the caller must send that nil.
 pub fn on_disconnect(ctx: Ctx, handle: Handle) -> bool {
