@@ -15,8 +15,7 @@ fn release_hands_the_lock_to_the_waiter_with_no_gap() {
     let s = Server::start();
     let mut c = s.conn();
     ok(&mut c, "a", "holder", 60);
-    let waiter = spawn::<Option<String>>(&s, acquire("a", "waiter", 30, Some(10_000)));
-    s.wait_blocked(1);
+    let waiter = spawn_blocked::<Option<String>>(&s, acquire("a", "waiter", 30, Some(10_000)));
     assert_eq!(release(&mut c, "a", "holder"), 1);
     // Already the owner when RELEASE returns: nobody could have slipped in.
     assert_eq!(owner(&mut c, "a").as_deref(), Some("waiter"));
@@ -84,8 +83,7 @@ fn block_zero_waits_until_the_lock_is_free() {
     let s = Server::start();
     let mut c = s.conn();
     ok(&mut c, "a", "holder", 60);
-    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
-    s.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
     // Still waiting well after any short default would have run out.
     let still = Instant::now();
     while still.elapsed() < Duration::from_millis(1500) {
@@ -143,8 +141,7 @@ fn client_unblock_ends_the_wait_with_nil_and_the_lock_is_never_handed_over() {
     let s = Server::start();
     let mut c = s.conn();
     ok(&mut c, "a", "holder", 60);
-    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
-    s.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
     let n: i64 = redis::cmd("CLIENT")
         .arg("UNBLOCK")
         .arg(w.id)
@@ -161,8 +158,7 @@ fn killed_or_disconnected_waiters_leave_the_queue() {
     let s = Server::start();
     let mut c = s.conn();
     ok(&mut c, "a", "holder", 60);
-    let killed = spawn::<Option<String>>(&s, acquire("a", "killed", 60, Some(0)));
-    s.wait_blocked(1);
+    let killed = spawn_blocked::<Option<String>>(&s, acquire("a", "killed", 60, Some(0)));
     // A client that sends the command and hangs up.
     let mut raw =
         std::os::unix::net::UnixStream::connect(s.url.trim_start_matches("redis+unix://")).unwrap();
@@ -222,8 +218,7 @@ fn renewal_moves_the_waiters_wake_up() {
         .query(&mut c)
         .unwrap();
     ok(&mut c, "a", "holder", 1);
-    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
-    s.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
     let r: i64 = redis::cmd("LOCK.RENEW")
         .arg("a")
         .arg("holder")
@@ -252,8 +247,7 @@ fn foreign_deletes_and_flushes_wake_waiters() {
     ];
     for (what, cmd) in cases {
         ok(&mut c, "a", "holder", 60);
-        let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(8000)));
-        s.wait_blocked(1);
+        let w = spawn_blocked::<Option<String>>(&s, acquire("a", "w", 60, Some(8000)));
         let mut q = redis::cmd(cmd[0]);
         for a in &cmd[1..] {
             q.arg(*a);
@@ -315,8 +309,7 @@ fn a_new_arrival_does_not_jump_the_queue() {
     let s = Server::start();
     let mut c = s.conn();
     ok(&mut c, "a", "holder", 60);
-    let w = spawn::<Option<String>>(&s, acquire("a", "first", 60, Some(8000)));
-    s.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s, acquire("a", "first", 60, Some(8000)));
     // Freed by a foreign DEL and taken at once in one transaction, before the deferred
     // hand-over runs: the queued waiter still goes first.
     let (_, r): (i64, Option<String>) = redis::pipe()
@@ -414,8 +407,7 @@ fn a_grant_to_a_client_that_vanished_is_taken_back() {
         .write_all(b"LOCK.ACQUIRE a vanishing 600 BLOCK 0\r\n")
         .unwrap();
     s.wait_blocked(1);
-    let next = spawn::<Option<String>>(&s, acquire("a", "next", 60, Some(0)));
-    s.wait_blocked(2);
+    let next = spawn_blocked::<Option<String>>(&s, acquire("a", "next", 60, Some(0)));
     // Stall the server; meanwhile queue a release and then the hang-up, so that the next pass
     // of its event loop sees both, in that order.
     let mut staller = std::os::unix::net::UnixStream::connect(&sock).unwrap();
@@ -439,10 +431,8 @@ fn client_unblock_racing_a_grant_answers_nil_and_hands_the_lock_on() {
     let s = Server::start();
     let mut c = s.conn();
     ok(&mut c, "a", "holder", 60);
-    let first = spawn::<Option<String>>(&s, acquire("a", "first", 60, Some(0)));
-    s.wait_blocked(1);
-    let second = spawn::<Option<String>>(&s, acquire("a", "second", 60, Some(0)));
-    s.wait_blocked(2);
+    let first = spawn_blocked::<Option<String>>(&s, acquire("a", "first", 60, Some(0)));
+    let second = spawn_blocked::<Option<String>>(&s, acquire("a", "second", 60, Some(0)));
     let (released, unblocked): (i64, i64) = redis::pipe()
         .cmd("LOCK.RELEASE")
         .arg("a")

@@ -98,15 +98,7 @@ fn acl_is_checked_on_the_lock_keys_not_the_name() {
 
 #[test]
 fn held_locks_survive_kill_9_with_aof_and_waiters_see_an_error() {
-    let mut s = Server::with(Options {
-        args: vec![
-            "--appendonly".into(),
-            "yes".into(),
-            "--appendfsync".into(),
-            "always".into(),
-        ],
-        ..Options::default()
-    });
+    let mut s = Server::with(aof_options(None));
     let mut c = s.conn();
     let _: String = acquire("a", "tok-a", 300, None).query(&mut c).unwrap();
     let _: String = acquire("b", "tok-b", 600, None).query(&mut c).unwrap();
@@ -121,23 +113,13 @@ fn held_locks_survive_kill_9_with_aof_and_waiters_see_an_error() {
         .query(&mut c)
         .unwrap();
     let w1 = spawn::<Option<String>>(&s, acquire("a", "w1", 60, Some(0)));
-    let w2 = spawn::<Option<String>>(&s, acquire("b", "w2", 60, Some(0)));
-    s.wait_blocked(2);
+    let w2 = spawn_blocked::<Option<String>>(&s, acquire("b", "w2", 60, Some(0)));
 
     s.kill();
     assert!(w1.wait().is_err(), "a waiter never gets a false OK");
     assert!(w2.wait().is_err());
 
-    let s2 = Server::with(Options {
-        dir: Some(s.dir.clone()),
-        args: vec![
-            "--appendonly".into(),
-            "yes".into(),
-            "--appendfsync".into(),
-            "always".into(),
-        ],
-        ..Options::default()
-    });
+    let s2 = Server::with(aof_options(Some(s.dir.clone())));
     let mut c = s2.conn();
     assert_eq!(owner(&mut c, "a").as_deref(), Some("tok-a"));
     assert_eq!(owner(&mut c, "b").as_deref(), Some("tok-b"));
@@ -156,8 +138,7 @@ fn held_locks_survive_kill_9_with_aof_and_waiters_see_an_error() {
         "absolute expiry: no drift on replay"
     );
     // And the module works on the restarted server.
-    let w = spawn::<Option<String>>(&s2, acquire("a", "w3", 60, Some(10_000)));
-    s2.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s2, acquire("a", "w3", 60, Some(10_000)));
     assert_eq!(release(&mut c, "a", "tok-a"), 1);
     assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
 }
@@ -167,8 +148,7 @@ fn debug_reload_with_waiters_blocked() {
     let s = Server::start();
     let mut c = s.conn();
     let _: String = acquire("a", "holder", 60, None).query(&mut c).unwrap();
-    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
-    s.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
     let _: String = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
     assert_eq!(
         owner(&mut c, "a").as_deref(),
@@ -190,8 +170,7 @@ fn swapdb_with_waiters_blocked() {
     let s = Server::start();
     let mut c = s.conn();
     let _: String = acquire("a", "holder", 60, None).query(&mut c).unwrap();
-    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(10_000)));
-    s.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s, acquire("a", "w", 60, Some(10_000)));
     // Database 0 now holds what was database 1 (nothing): lock a is free there.
     let _: String = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut c).unwrap();
     assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
@@ -213,8 +192,7 @@ fn eviction_frees_the_lock_for_a_waiter() {
     });
     let mut c = s.conn();
     let _: String = acquire("a", "holder", 600, None).query(&mut c).unwrap();
-    let w = spawn::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
-    s.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&s, acquire("a", "w", 60, Some(0)));
     // Squeeze memory until lock:a is evicted (allkeys-random picks keys at random).
     let used = info_field(&mut c, "memory", "used_memory");
     let _: () = redis::cmd("CONFIG")

@@ -39,8 +39,7 @@ fn a_replica_without_the_module_mirrors_every_lock() {
     assert_eq!(pexpiretime(&mut r, "lock:a"), pexpiretime(&mut p, "lock:a"));
 
     // Hand-over to a waiter: the new owner and its lease.
-    let w = spawn::<Option<String>>(&primary, acquire("a", "t2", 30, Some(10_000)));
-    primary.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&primary, acquire("a", "t2", 30, Some(10_000)));
     release(&mut p, "a", "t1");
     assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
     sync_replicas(&mut p, 1);
@@ -97,15 +96,7 @@ fn a_replica_without_the_module_mirrors_every_lock() {
 
 #[test]
 fn the_aof_holds_only_core_commands_with_absolute_times() {
-    let s = Server::with(Options {
-        args: vec![
-            "--appendonly".into(),
-            "yes".into(),
-            "--appendfsync".into(),
-            "always".into(),
-        ],
-        ..Options::default()
-    });
+    let s = Server::with(aof_options(None));
     let mut c = s.conn();
     let _: String = acquire("a", "t1", 60, None).query(&mut c).unwrap();
     let _: i64 = redis::cmd("LOCK.RENEW")
@@ -159,8 +150,7 @@ fn held_locks_survive_failover_to_a_replica_without_the_module() {
         .unwrap();
     assert_eq!(owner(&mut r, "a").as_deref(), Some("t1"));
     assert_eq!(pexpiretime(&mut r, "lock:a"), expiry, "no TTL drift");
-    let w = spawn::<Option<String>>(&replica, acquire("a", "t2", 60, Some(10_000)));
-    replica.wait_blocked(1);
+    let w = spawn_blocked::<Option<String>>(&replica, acquire("a", "t2", 60, Some(10_000)));
     assert_eq!(release(&mut r, "a", "t1"), 1);
     assert_eq!(w.wait().unwrap().as_deref(), Some("OK"));
     assert_eq!(owner(&mut r, "a").as_deref(), Some("t2"));

@@ -286,6 +286,29 @@ impl<T> Pending<T> {
     }
 }
 
+/// Like `spawn`, for a command that blocks: returns once the server counts one more blocked
+/// client.
+pub fn spawn_blocked<T: redis::FromRedisValue + Send + 'static>(
+    server: &Server,
+    cmd: redis::Cmd,
+) -> Pending<T> {
+    let before = info_field(&mut server.conn(), "clients", "blocked_clients");
+    let pending = spawn(server, cmd);
+    server.wait_blocked(before + 1);
+    pending
+}
+
+/// Options for a server with `appendonly yes` and `appendfsync always`.
+pub fn aof_options(dir: Option<PathBuf>) -> Options {
+    Options {
+        dir,
+        args: ["--appendonly", "yes", "--appendfsync", "always"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    }
+}
+
 /// `LOCK.ACQUIRE name token ttl [BLOCK ms]` as a command.
 pub fn acquire(name: &str, token: &str, ttl: u64, block: Option<u64>) -> redis::Cmd {
     let mut c = redis::cmd("LOCK.ACQUIRE");
