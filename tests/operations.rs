@@ -112,7 +112,7 @@ fn held_locks_survive_kill_9_with_aof_and_waiters_see_an_error() {
         .arg("lock:b")
         .query(&mut c)
         .unwrap();
-    let w1 = spawn::<Option<String>>(&s, acquire("a", "w1", 60, Some(0)));
+    let w1 = spawn_blocked::<Option<String>>(&s, acquire("a", "w1", 60, Some(0)));
     let w2 = spawn_blocked::<Option<String>>(&s, acquire("b", "w2", 60, Some(0)));
 
     s.kill();
