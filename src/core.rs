@@ -36,7 +36,30 @@ impl LockId {
 pub struct Grant<H> {
     pub handle: H,
     pub token: Box<[u8]>,
+    /// The lease: the last of the served waiters' `ttl`s, as if each had acquired in turn.
     pub ttl_ms: i64,
+    /// Later waiters queued with the same token: the lock is theirs too (a fresh acquire with
+    /// the owner's token succeeds), so they are served `OK` with it. Their grants are not
+    /// revocable: if one of them vanishes, the others still hold the lock.
+    pub also: Vec<H>,
+}
+
+/// `at + ms` for times in milliseconds, saturating instead of overflowing: a time past
+/// `i64::MAX` is "never".
+pub fn later(at: i64, ms: i64) -> i64 {
+    at.saturating_add(ms)
+}
+
+/// The furthest ahead a timer is ever armed, in milliseconds. Redis computes a timer's moment
+/// as `now_us + period * 1000` in signed 64 bits: a period beyond ~9.2e15 ms wraps around to a
+/// moment in the past, and the timer fires at once, for ever. A due time further away is
+/// reached by arming again each time the timer fires.
+pub const TIMER_HORIZON_MS: i64 = 60_000;
+
+/// The period to arm a timer with at `now` for something due `at`: never negative, never
+/// beyond the horizon.
+pub fn timer_period(now: i64, at: i64) -> i64 {
+    at.saturating_sub(now).clamp(0, TIMER_HORIZON_MS)
 }
 
 /// How a waiter left when the shell asked to remove it.
@@ -59,6 +82,9 @@ pub struct Check {
     /// must be signalled (the lock ended by expiry, eviction or a foreign delete, which do not
     /// signal by themselves).
     pub signal_if_free: bool,
+    /// A grant whose reply never reached its client, to take back if the lock is still held
+    /// by this token (it could not be taken back at once: writes were paused).
+    pub take_back: Option<Box<[u8]>>,
 }
 
 struct Waiter {
@@ -68,6 +94,8 @@ struct Waiter {
     ttl_ms: i64,
     /// When its BLOCK time runs out (`None`: never).
     deadline: Option<i64>,
+    /// The server's id of the waiting client (`CLIENT UNBLOCK <id>` finds it by this).
+    client: u64,
 }
 
 /// Arrival order of one lock's waiters. Removed waiters stay in `order` until they reach the
@@ -75,11 +103,15 @@ struct Waiter {
 struct Queue<H> {
     order: VecDeque<(H, u64)>,
     live: usize,
+    /// How many live waiters hold each token that more than one of them holds: only then is
+    /// the queue searched for the others when one of them is served.
+    shared_tokens: HashMap<Box<[u8]>, usize>,
 }
 
 struct Pending {
     at: i64,
     signal_if_free: bool,
+    take_back: Option<Box<[u8]>>,
 }
 
 pub struct Core<H> {
@@ -87,6 +119,7 @@ pub struct Core<H> {
     waiters: HashMap<H, Waiter>,
     queues: HashMap<Arc<LockId>, Queue<H>>,
     granted: HashMap<H, (Arc<LockId>, Box<[u8]>)>,
+    clients: HashMap<u64, H>,
     pending: HashMap<Arc<LockId>, Pending>,
     due: BTreeSet<(i64, Arc<LockId>)>,
     /// Waiters' deadlines. The core, not Redis, ends waits: so a waiter is either handed the
@@ -107,6 +140,7 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
             waiters: HashMap::new(),
             queues: HashMap::new(),
             granted: HashMap::new(),
+            clients: HashMap::new(),
             pending: HashMap::new(),
             due: BTreeSet::new(),
             deadlines: BTreeSet::new(),
@@ -114,24 +148,38 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
     }
 
     /// Queue a blocked client at the back of `lock`'s line, waiting until `deadline` at most.
+    /// `client` is the server's id of the client (for `CLIENT UNBLOCK`).
     pub fn enqueue(
         &mut self,
         lock: &LockId,
         handle: H,
+        client: u64,
         token: &[u8],
         ttl_ms: i64,
         deadline: Option<i64>,
     ) {
         self.remove_quietly(handle);
+        let deadline = deadline.filter(|&at| at < i64::MAX); // the end of time is never
         self.seq += 1;
         let seq = self.seq;
         let lock = self.intern(lock);
         let queue = self.queues.entry(lock.clone()).or_insert_with(|| Queue {
             order: VecDeque::new(),
             live: 0,
+            shared_tokens: HashMap::new(),
         });
         queue.order.push_back((handle, seq));
         queue.live += 1;
+        let waiters = &self.waiters;
+        let holders = queue.order.len() > 1
+            && (queue.shared_tokens.contains_key(token)
+                || queue.order.iter().any(
+                    |(h, s)| matches!(waiters.get(h), Some(w) if w.seq == *s && *w.token == *token),
+                ));
+        if holders {
+            *queue.shared_tokens.entry(token.into()).or_insert(1) += 1;
+        }
+        self.clients.insert(client, handle);
         self.waiters.insert(
             handle,
             Waiter {
@@ -140,6 +188,7 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
                 token: token.into(),
                 ttl_ms,
                 deadline,
+                client,
             },
         );
         if let Some(at) = deadline {
@@ -171,34 +220,58 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         self.waiters.len()
     }
 
-    /// The lock is free: take the first live waiter off its queue. The grant stays recorded
-    /// until the shell confirms the reply went out (`delivered`) or the client vanished.
+    /// The queued waiter that is the client with server id `client`, if any.
+    pub fn waiter_of_client(&self, client: u64) -> Option<H> {
+        self.clients.get(&client).copied()
+    }
+
+    /// The lock is free: take the first live waiter off its queue, with every later waiter
+    /// holding the same token. The first one's grant stays recorded until the shell confirms
+    /// the reply went out (`delivered`) or the client vanished.
     pub fn pop_next(&mut self, lock: &LockId) -> Option<Grant<H>> {
-        let queue = self.queues.get_mut(lock)?;
-        while let Some((handle, seq)) = queue.order.pop_front() {
-            let live = matches!(self.waiters.get(&handle), Some(w) if w.seq == seq);
-            if !live {
-                continue;
+        let handle = loop {
+            let queue = self.queues.get_mut(lock)?;
+            let Some((handle, seq)) = queue.order.pop_front() else {
+                self.drop_queue(lock);
+                return None;
+            };
+            if matches!(self.waiters.get(&handle), Some(w) if w.seq == seq) {
+                break handle;
             }
-            let waiter = self.waiters.remove(&handle)?;
-            if let Some(at) = waiter.deadline {
-                self.deadlines.remove(&(at, handle));
-            }
-            queue.live -= 1;
-            if queue.live == 0 {
-                self.queues.remove(lock);
-            }
-            self.granted
-                .insert(handle, (waiter.lock, waiter.token.clone()));
-            self.shrink_if_idle();
-            return Some(Grant {
-                handle,
-                token: waiter.token,
-                ttl_ms: waiter.ttl_ms,
+        };
+        let shared = self.queues.get(lock).is_some_and(|q| {
+            self.waiters
+                .get(&handle)
+                .is_some_and(|w| q.shared_tokens.contains_key(&w.token))
+        });
+        let waiter = self.take_waiter(handle)?;
+        let mut grant = Grant {
+            handle,
+            token: waiter.token.clone(),
+            ttl_ms: waiter.ttl_ms,
+            also: Vec::new(),
+        };
+        if shared {
+            let waiters = &self.waiters;
+            let same: Vec<H> = self.queues.get(lock).map_or(Vec::new(), |q| {
+                q.order
+                    .iter()
+                    .filter(|(h, s)| {
+                        matches!(waiters.get(h), Some(w) if w.seq == *s && w.token == waiter.token)
+                    })
+                    .map(|(h, _)| *h)
+                    .collect()
             });
+            for h in same {
+                if let Some(w) = self.take_waiter(h) {
+                    grant.ttl_ms = w.ttl_ms;
+                    grant.also.push(h);
+                }
+            }
         }
-        self.queues.remove(lock);
-        None
+        self.granted.insert(handle, (waiter.lock, waiter.token));
+        self.shrink_if_idle();
+        Some(grant)
     }
 
     /// The reply to a granted waiter went out: forget the grant.
@@ -222,17 +295,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
     }
 
     fn remove_quietly(&mut self, handle: H) -> bool {
-        let Some(waiter) = self.waiters.remove(&handle) else {
+        let Some(waiter) = self.take_waiter(handle) else {
             return false;
         };
-        if let Some(at) = waiter.deadline {
-            self.deadlines.remove(&(at, handle));
-        }
         if let Some(queue) = self.queues.get_mut(&waiter.lock) {
-            queue.live -= 1;
-            if queue.live == 0 {
-                self.queues.remove(&waiter.lock);
-            } else if queue.order.len() > 2 * queue.live + 16 {
+            if queue.order.len() > 2 * queue.live + 16 {
                 let waiters = &self.waiters;
                 queue
                     .order
@@ -243,23 +310,94 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         true
     }
 
+    /// Forget a live waiter: its deadline, its client id, its place in its queue's counts (the
+    /// queue itself goes when its last live waiter does).
+    fn take_waiter(&mut self, handle: H) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&handle)?;
+        if let Some(at) = waiter.deadline {
+            self.deadlines.remove(&(at, handle));
+        }
+        if self.clients.get(&waiter.client) == Some(&handle) {
+            self.clients.remove(&waiter.client);
+        }
+        let mut empty = false;
+        if let Some(queue) = self.queues.get_mut(&waiter.lock) {
+            queue.live -= 1;
+            empty = queue.live == 0;
+            if let Some(n) = queue.shared_tokens.get_mut(&waiter.token) {
+                *n -= 1;
+                if *n <= 1 {
+                    queue.shared_tokens.remove(&waiter.token);
+                }
+            }
+        }
+        if empty {
+            self.drop_queue(&waiter.lock);
+        }
+        Some(waiter)
+    }
+
+    /// A lock's last waiter is gone: its queue goes, and so does a look at the lock that only
+    /// a waiter needed (its holder's lease end), so no timer stays armed for nobody.
+    fn drop_queue(&mut self, lock: &LockId) {
+        self.queues.remove(lock);
+        let needed = self
+            .pending
+            .get(lock)
+            .is_some_and(|p| p.signal_if_free || p.take_back.is_some());
+        if !needed {
+            if let Some((lock, p)) = self.pending.remove_entry(lock) {
+                self.due.remove(&(p.at, lock));
+            }
+        }
+    }
+
     /// Give memory back once a burst of waiters is over: maps never shrink by themselves.
     fn shrink_if_idle(&mut self) {
         if self.waiters.is_empty() && self.waiters.capacity() > 64 {
             self.waiters.shrink_to_fit();
             self.queues.shrink_to_fit();
             self.granted.shrink_to_fit();
+            self.clients.shrink_to_fit();
         }
     }
 
-    /// Look at `lock` again at `at` (or earlier, if already due earlier).
+    /// Look at `lock` again at `at` (or earlier, if already due earlier). `at == i64::MAX`
+    /// is never.
     pub fn schedule(&mut self, lock: &LockId, at: i64, signal_if_free: bool) {
+        self.schedule_check(lock, at, signal_if_free, None);
+    }
+
+    /// Take the lock back from `token` (a grant whose reply never arrived) at the next look
+    /// at `now` or later when the shell can write.
+    pub fn schedule_take_back(&mut self, lock: &LockId, token: &[u8], now: i64) {
+        self.schedule_check(lock, now, false, Some(token.into()));
+    }
+
+    fn schedule_check(
+        &mut self,
+        lock: &LockId,
+        at: i64,
+        signal_if_free: bool,
+        take_back: Option<Box<[u8]>>,
+    ) {
+        let at = if signal_if_free || take_back.is_some() {
+            at.min(i64::MAX - 1)
+        } else if at == i64::MAX {
+            return; // a lease that never ends: nothing to look at
+        } else {
+            at
+        };
         let lock = self.intern(lock);
         let pending = self.pending.entry(lock.clone()).or_insert(Pending {
             at: i64::MAX,
             signal_if_free: false,
+            take_back: None,
         });
         pending.signal_if_free |= signal_if_free;
+        if take_back.is_some() {
+            pending.take_back = take_back;
+        }
         if at < pending.at {
             if pending.at != i64::MAX {
                 self.due.remove(&(pending.at, lock.clone()));
@@ -283,15 +421,26 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         }
     }
 
+    /// The earliest moment a look at a lock is due, if any.
+    pub fn next_check(&self) -> Option<i64> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    /// The earliest waiter's deadline, if any.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
     /// The earliest moment a check or a waiter's deadline is due, if any.
     pub fn next_due(&self) -> Option<i64> {
-        let check = self.due.first().map(|(at, _)| *at);
-        let deadline = self.deadlines.first().map(|(at, _)| *at);
-        check.into_iter().chain(deadline).min()
+        self.next_check()
+            .into_iter()
+            .chain(self.next_deadline())
+            .min()
     }
 
     /// Every check due at `now`, earliest first. A check that can change nothing (no waiters,
-    /// nothing to signal) is dropped here.
+    /// nothing to signal or take back) is dropped here.
     pub fn take_due(&mut self, now: i64) -> Vec<Check> {
         let mut out = Vec::new();
         while let Some((at, _)) = self.due.first() {
@@ -304,10 +453,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
             let Some(p) = self.pending.remove(&lock) else {
                 continue;
             };
-            if p.signal_if_free || self.queues.contains_key(&lock) {
+            if p.signal_if_free || p.take_back.is_some() || self.queues.contains_key(&lock) {
                 out.push(Check {
                     lock,
                     signal_if_free: p.signal_if_free,
+                    take_back: p.take_back,
                 });
             }
         }
@@ -344,10 +494,10 @@ mod tests {
     #[test]
     fn waiters_are_served_first_come_first_served() {
         let mut core = Core::new();
-        core.enqueue(&lock("a"), 1, b"t1", 1000, None);
-        core.enqueue(&lock("a"), 2, b"t2", 2000, None);
-        core.enqueue(&lock("b"), 3, b"t3", 3000, None);
-        core.enqueue(&lock("a"), 4, b"t4", 4000, None);
+        core.enqueue(&lock("a"), 1, 1, b"t1", 1000, None);
+        core.enqueue(&lock("a"), 2, 2, b"t2", 2000, None);
+        core.enqueue(&lock("b"), 3, 3, b"t3", 3000, None);
+        core.enqueue(&lock("a"), 4, 4, b"t4", 4000, None);
         let g = core.pop_next(&lock("a")).unwrap();
         assert_eq!((g.handle, &*g.token, g.ttl_ms), (1, &b"t1"[..], 1000));
         assert_eq!(served(&mut core, "a"), Some((2, "t2".into())));
@@ -361,7 +511,14 @@ mod tests {
     fn a_removed_waiter_is_never_served() {
         let mut core = Core::new();
         for h in 1..=5 {
-            core.enqueue(&lock("a"), h, b"t", 1000, None);
+            core.enqueue(
+                &lock("a"),
+                h,
+                u64::from(h),
+                format!("t{h}").as_bytes(),
+                1000,
+                None,
+            );
         }
         assert_eq!(core.remove(1), Removed::Queued);
         assert_eq!(core.remove(3), Removed::Queued);
@@ -375,10 +532,10 @@ mod tests {
     #[test]
     fn a_handle_reused_after_removal_takes_its_new_place() {
         let mut core = Core::new();
-        core.enqueue(&lock("a"), 1, b"old", 1000, None);
-        core.enqueue(&lock("a"), 2, b"two", 1000, None);
+        core.enqueue(&lock("a"), 1, 1, b"old", 1000, None);
+        core.enqueue(&lock("a"), 2, 2, b"two", 1000, None);
         core.remove(1);
-        core.enqueue(&lock("a"), 1, b"new", 1000, None);
+        core.enqueue(&lock("a"), 1, 1, b"new", 1000, None);
         assert_eq!(served(&mut core, "a"), Some((2, "two".into())));
         assert_eq!(served(&mut core, "a"), Some((1, "new".into())));
         assert_eq!(served(&mut core, "a"), None);
@@ -387,7 +544,7 @@ mod tests {
     #[test]
     fn removal_of_a_granted_waiter_tells_which_lock_to_take_back() {
         let mut core = Core::new();
-        core.enqueue(&lock("a"), 1, b"t1", 1000, None);
+        core.enqueue(&lock("a"), 1, 1, b"t1", 1000, None);
         let g = core.pop_next(&lock("a")).unwrap();
         match core.remove(g.handle) {
             Removed::Granted { lock: l, token } => {
@@ -397,7 +554,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Once delivered, a grant is no longer revocable.
-        core.enqueue(&lock("a"), 2, b"t2", 1000, None);
+        core.enqueue(&lock("a"), 2, 2, b"t2", 1000, None);
         let g = core.pop_next(&lock("a")).unwrap();
         core.delivered(g.handle);
         assert_eq!(core.remove(g.handle), Removed::Unknown);
@@ -407,8 +564,8 @@ mod tests {
     fn checks_come_due_at_their_time_and_keep_the_earliest() {
         // Table: (schedule at, signal) pairs, then which names are due at each `now`.
         let mut core: Core<u32> = Core::new();
-        core.enqueue(&lock("a"), 1, b"t", 1000, None);
-        core.enqueue(&lock("b"), 2, b"t", 1000, None);
+        core.enqueue(&lock("a"), 1, 1, b"t", 1000, None);
+        core.enqueue(&lock("b"), 2, 2, b"t", 1000, None);
         core.schedule(&lock("a"), 100, false);
         core.schedule(&lock("a"), 300, false); // later: the earlier one stands
         core.schedule(&lock("b"), 200, false);
@@ -443,8 +600,8 @@ mod tests {
     #[test]
     fn schedule_all_covers_the_locks_with_waiters_of_one_database() {
         let mut core: Core<u32> = Core::new();
-        core.enqueue(&LockId::new(0, b"a"), 1, b"t", 1, None);
-        core.enqueue(&LockId::new(1, b"b"), 2, b"t", 1, None);
+        core.enqueue(&LockId::new(0, b"a"), 1, 1, b"t", 1, None);
+        core.enqueue(&LockId::new(1, b"b"), 2, 2, b"t", 1, None);
         core.schedule_all(Some(1), 5);
         let due = core.take_due(5);
         assert_eq!(due.len(), 1);
@@ -456,9 +613,9 @@ mod tests {
     #[test]
     fn waiters_time_out_at_their_deadline_and_are_never_served_after() {
         let mut core: Core<u32> = Core::new();
-        core.enqueue(&lock("a"), 1, b"t1", 1000, Some(100));
-        core.enqueue(&lock("a"), 2, b"t2", 1000, None);
-        core.enqueue(&lock("a"), 3, b"t3", 1000, Some(50));
+        core.enqueue(&lock("a"), 1, 1, b"t1", 1000, Some(100));
+        core.enqueue(&lock("a"), 2, 2, b"t2", 1000, None);
+        core.enqueue(&lock("a"), 3, 3, b"t3", 1000, Some(50));
         assert_eq!(core.next_due(), Some(50));
         assert_eq!(core.take_timed_out(49), Vec::<u32>::new());
         assert_eq!(core.take_timed_out(100), vec![3, 1]);
@@ -466,7 +623,7 @@ mod tests {
         assert_eq!(served(&mut core, "a"), Some((2, "t2".into())));
         assert_eq!(served(&mut core, "a"), None);
         // A waiter served before its deadline is no longer timed out.
-        core.enqueue(&lock("b"), 4, b"t4", 1000, Some(10));
+        core.enqueue(&lock("b"), 4, 4, b"t4", 1000, Some(10));
         assert_eq!(served(&mut core, "b"), Some((4, "t4".into())));
         assert_eq!(core.take_timed_out(20), Vec::<u32>::new());
     }
@@ -487,7 +644,15 @@ mod tests {
                 match rng.random_range(0..10) {
                     0..=4 => {
                         next += 1;
-                        core.enqueue(&lock(&name), next, b"t", 1, None);
+                        let token = format!("t{next}");
+                        core.enqueue(
+                            &lock(&name),
+                            next,
+                            u64::from(next),
+                            token.as_bytes(),
+                            1,
+                            None,
+                        );
                         model[l].push(next);
                     }
                     5..=7 => {
@@ -519,6 +684,113 @@ mod tests {
                     assert_eq!(core.has_waiters(&lock(&format!("l{i}"))), !q.is_empty());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn waiters_with_the_owners_token_are_served_with_it() {
+        let mut core: Core<u32> = Core::new();
+        core.enqueue(&lock("a"), 1, 1, b"same", 1000, None);
+        core.enqueue(&lock("a"), 2, 2, b"other", 1000, None);
+        core.enqueue(&lock("a"), 3, 3, b"same", 3000, Some(50));
+        let g = core.pop_next(&lock("a")).unwrap();
+        assert_eq!((g.handle, g.also.clone(), g.ttl_ms), (1, vec![3], 3000));
+        assert_eq!(core.take_timed_out(100), Vec::<u32>::new());
+        assert_eq!(served(&mut core, "a"), Some((2, "other".into())));
+        assert_eq!(served(&mut core, "a"), None);
+    }
+
+    #[test]
+    fn the_last_waiter_leaving_drops_the_lease_end_look() {
+        let mut core: Core<u32> = Core::new();
+        core.enqueue(&lock("a"), 1, 1, b"t", 1000, Some(100));
+        core.schedule(&lock("a"), 1_000_000, false);
+        assert_eq!(core.next_check(), Some(1_000_000));
+        assert_eq!(core.take_timed_out(100), vec![1]);
+        assert_eq!(core.next_due(), None);
+        // A look that signals python-redis-lock's waiters or takes a grant back stays.
+        core.enqueue(&lock("b"), 2, 2, b"t", 1000, None);
+        core.schedule(&lock("b"), 5, true);
+        core.schedule_take_back(&lock("c"), b"t", 5);
+        core.remove(2);
+        let due = core.take_due(5);
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[1].take_back.as_deref(), Some(&b"t"[..]));
+    }
+
+    #[test]
+    fn client_ids_find_queued_waiters_only() {
+        let mut core: Core<u32> = Core::new();
+        core.enqueue(&lock("a"), 1, 41, b"t1", 1000, None);
+        core.enqueue(&lock("a"), 2, 42, b"t2", 1000, None);
+        assert_eq!(core.waiter_of_client(42), Some(2));
+        let _granted = core.pop_next(&lock("a")).unwrap();
+        assert_eq!(core.waiter_of_client(41), None);
+        core.remove(2);
+        assert_eq!(core.waiter_of_client(42), None);
+    }
+
+    /// Times at the edges: 0, 1, the largest ttl and BLOCK the commands accept, `i64::MAX`,
+    /// and the values around which Redis's microsecond arithmetic wraps (2^63/1000 ms,
+    /// 2^64/10^6 s). Whatever the mix, sums saturate, timers stay within the horizon, nothing
+    /// is due before its time, and a lease or wait that never ends never comes due.
+    #[test]
+    fn extreme_times_never_wrap() {
+        use rand::{RngExt, SeedableRng};
+        const MAX_MS: i64 = i64::MAX / 4;
+        let edges: Vec<i64> = vec![
+            0,
+            1,
+            2,
+            999,
+            1_000,
+            60_000,
+            1_700_000_000_000,
+            MAX_MS / 1000 * 1000,
+            MAX_MS,
+            i64::MAX / 1000 - 1,
+            i64::MAX / 1000,
+            i64::MAX / 1000 + 1,
+            18_446_744_073_709,
+            18_446_744_073_720 * 1000,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..2000 {
+            let pick = |rng: &mut rand::rngs::StdRng| edges[rng.random_range(0..edges.len())];
+            let now = [0, 1, 1_700_000_000_000, i64::MAX - 1][round % 4];
+            let (ttl, block, expiry) = (pick(&mut rng), pick(&mut rng), pick(&mut rng));
+            assert!(later(now, ttl) >= now && later(now, ttl) >= ttl.min(now.max(ttl)));
+            let period = timer_period(now, later(now, ttl));
+            assert!((0..=TIMER_HORIZON_MS).contains(&period), "{now} {ttl}");
+            // Redis's own arithmetic on the period stays far from overflow.
+            assert!(period.checked_mul(1000).is_some_and(|us| us < i64::MAX / 2));
+
+            let mut core: Core<u32> = Core::new();
+            let deadline = (block > 0).then(|| later(now, later(block, 1)));
+            core.enqueue(&lock("a"), 1, 1, b"w", ttl, deadline);
+            core.schedule(&lock("a"), later(expiry, 1), false);
+            let next = core.next_due();
+            if let Some(at) = next {
+                assert!(at < i64::MAX, "something due at the end of time");
+                assert!(timer_period(now, at) <= TIMER_HORIZON_MS);
+            }
+            // Nothing comes due before its moment.
+            let before = now.min(later(expiry, 1)).min(deadline.unwrap_or(i64::MAX)) - 1;
+            if before >= 0 && before < now {
+                assert!(core.take_due(before).is_empty());
+            }
+            let timed_out = core.take_timed_out(now);
+            assert_eq!(timed_out.is_empty(), deadline.is_none_or(|d| d > now));
+            if timed_out.is_empty() {
+                let g = core.pop_next(&lock("a")).unwrap();
+                assert_eq!(g.ttl_ms, ttl);
+                assert!(later(now, g.ttl_ms) >= now);
+            }
+            assert_eq!(core.waiting(), 0);
+            // With nobody waiting, the lease end look is gone too.
+            assert!(core.next_due().is_none(), "round {round}");
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{null, null_mut};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::raw;
 
@@ -37,6 +38,9 @@ pub enum Reply {
     Bulk(Vec<u8>),
     /// The client was blocked; the reply comes later from a callback.
     Blocked,
+    /// An error reply that is the command's answer, not a failure (e.g. to a waiter that
+    /// `CLIENT UNBLOCK ... ERROR` ended).
+    Error(String),
 }
 
 /// An error reply, with its Redis prefix (`ERR ...`, `WRONGTYPE ...`, `NOPERM ...`).
@@ -87,6 +91,33 @@ impl Ctx {
         api!(RedisModule_SelectDb(self.0, db) else ERR) == OK
     }
 
+    /// Whether writes are paused (`CLIENT PAUSE WRITE|ALL`, `FAILOVER` waiting for its replica):
+    /// the server then keeps keys past their time in its dictionary and must not be written.
+    pub fn writes_paused(self) -> bool {
+        api!(RedisModule_AvoidReplicaTraffic() else 0) != 0
+    }
+
+    /// The server's id of the calling client (`CLIENT ID`).
+    pub fn client_id(self) -> u64 {
+        api!(RedisModule_GetClientId(self.0) else 0)
+    }
+
+    /// `GET key` through the server itself: the value as it is, without re-encoding it (reading
+    /// through `StringDMA` turns an int or embstr value into a raw string). `Ok(None)` for a
+    /// missing key; a key of another type is the server's `WRONGTYPE` error.
+    pub fn get(self, key: &[u8]) -> Result<Option<Vec<u8>>, CmdError> {
+        let reply = api!(RedisModule_Call(self.0, c"GET".as_ptr(), c"b".as_ptr(), key.as_ptr(), key.len()) else null_mut());
+        CallReply(reply).string_or_nil()
+    }
+
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` as the server itself runs it.
+    pub fn client_unblock(self, id: i64, error: bool) -> CmdResult {
+        let how = if error { c"ERROR" } else { c"TIMEOUT" };
+        let reply = api!(RedisModule_Call(self.0, c"CLIENT".as_ptr(), c"clc".as_ptr(),
+            c"UNBLOCK".as_ptr(), id as std::ffi::c_longlong, how.as_ptr()) else null_mut());
+        CallReply(reply).integer().map(Reply::Int)
+    }
+
     pub fn log_warning(self, msg: &str) {
         log(self.0, "warning", msg);
     }
@@ -101,7 +132,7 @@ impl Ctx {
                 api!(RedisModule_ReplyWithStringBuffer(c, b.as_ptr().cast(), b.len()) else ERR)
             }
             Ok(Reply::Blocked) => OK,
-            Err(CmdError(text)) => {
+            Ok(Reply::Error(text)) | Err(CmdError(text)) => {
                 let text = CString::new(text.replace(['\0', '\r', '\n'], " ")).unwrap_or_default();
                 api!(RedisModule_ReplyWithError(c, text.as_ptr()) else ERR)
             }
@@ -136,11 +167,16 @@ impl Ctx {
     // ---- blocked clients ----
 
     /// Block the calling client with no time limit of Redis's own (rlock ends waits itself).
-    /// Its reply comes from `wake::on_reply` after `unblock`, or from `wake::on_timeout` on
-    /// `CLIENT UNBLOCK`; `wake::on_disconnect` hears of it going away.
+    /// Its reply comes from `wake::on_reply` after `unblock`; `wake::on_disconnect` hears of
+    /// it going away.
+    ///
+    /// No timeout callback: so the server never ends the wait by itself, and its own
+    /// `CLIENT UNBLOCK` leaves the client alone (replies 0). The server would otherwise race
+    /// the module's own unblock in one event-loop pass: two replies to one command on 7.0, an
+    /// abort on 7.2.6. `CLIENT UNBLOCK` of a waiter is the module's instead (see `filter_cb`).
     pub fn block(self) -> Option<Handle> {
         let timeout_ms: i64 = 0;
-        let bc = api!(RedisModule_BlockClient(self.0, Some(reply_cb), Some(timeout_cb), None, timeout_ms) else null_mut());
+        let bc = api!(RedisModule_BlockClient(self.0, Some(reply_cb), None, None, timeout_ms) else null_mut());
         if bc.is_null() {
             return None;
         }
@@ -153,9 +189,16 @@ impl Ctx {
         api!(RedisModule_GetBlockedClientHandle(self.0) else null_mut()) as Handle
     }
 
-    /// In a reply callback: whether the client was unblocked with a grant.
-    pub fn blocked_granted(self) -> bool {
-        !api!(RedisModule_GetBlockedClientPrivateData(self.0) else null_mut()).is_null()
+    /// In a reply callback: why the client was unblocked.
+    pub fn blocked_outcome(self) -> Unblocked {
+        let data = api!(RedisModule_GetBlockedClientPrivateData(self.0) else null_mut());
+        if data == Unblocked::Granted.tag() {
+            Unblocked::Granted
+        } else if data == Unblocked::Error.tag() {
+            Unblocked::Error
+        } else {
+            Unblocked::Nil
+        }
     }
 
     // ---- timers ----
@@ -265,15 +308,85 @@ impl Ctx {
     }
 }
 
-/// Wake a blocked client: with a grant its reply is `OK`, without one `nil`.
-pub fn unblock(handle: Handle, granted: bool) {
-    static GRANTED: u8 = 1;
-    let data = if granted {
-        &GRANTED as *const u8 as *mut c_void
-    } else {
-        null_mut()
-    };
-    api!(RedisModule_UnblockClient(handle as *mut raw::RedisModuleBlockedClient, data) else ERR);
+/// Why a blocked client is woken, and so what its reply will be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unblocked {
+    /// Handed the lock: `OK`.
+    Granted,
+    /// Timed out, or `CLIENT UNBLOCK [TIMEOUT]`: nil.
+    Nil,
+    /// `CLIENT UNBLOCK ... ERROR`: the server's `-UNBLOCKED` error.
+    Error,
+}
+
+impl Unblocked {
+    /// The private data that carries the outcome to the reply callback.
+    fn tag(self) -> *mut c_void {
+        static TAGS: [u8; 2] = [1, 2];
+        match self {
+            Unblocked::Granted => &TAGS[0] as *const u8 as *mut c_void,
+            Unblocked::Error => &TAGS[1] as *const u8 as *mut c_void,
+            Unblocked::Nil => null_mut(),
+        }
+    }
+}
+
+/// Wake a blocked client; its reply follows from `how`.
+pub fn unblock(handle: Handle, how: Unblocked) {
+    api!(RedisModule_UnblockClient(handle as *mut raw::RedisModuleBlockedClient, how.tag()) else ERR);
+}
+
+/// A reply of `RedisModule_Call`, freed on drop.
+struct CallReply(*mut raw::RedisModuleCallReply);
+
+impl CallReply {
+    fn kind(&self) -> isize {
+        if self.0.is_null() {
+            return raw::REDISMODULE_REPLY_UNKNOWN;
+        }
+        api!(RedisModule_CallReplyType(self.0) else -1) as isize
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut len = 0usize;
+        let p = api!(RedisModule_CallReplyStringPtr(self.0, &mut len) else null());
+        if p.is_null() {
+            return Vec::new();
+        }
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec()
+    }
+
+    fn error(&self) -> CmdError {
+        let text = String::from_utf8_lossy(&self.bytes()).into_owned();
+        CmdError(if text.is_empty() {
+            "ERR the server refused the call".into()
+        } else {
+            text
+        })
+    }
+
+    fn string_or_nil(&self) -> Result<Option<Vec<u8>>, CmdError> {
+        match self.kind() {
+            raw::REDISMODULE_REPLY_STRING => Ok(Some(self.bytes())),
+            raw::REDISMODULE_REPLY_NULL => Ok(None),
+            _ => Err(self.error()),
+        }
+    }
+
+    fn integer(&self) -> Result<i64, CmdError> {
+        match self.kind() {
+            raw::REDISMODULE_REPLY_INTEGER => Ok(api!(RedisModule_CallReplyInteger(self.0) else 0)),
+            _ => Err(self.error()),
+        }
+    }
+}
+
+impl Drop for CallReply {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            api!(RedisModule_FreeCallReply(self.0) else ());
+        }
+    }
 }
 
 fn log(ctx: *mut raw::RedisModuleCtx, level: &str, msg: &str) {
@@ -319,10 +432,22 @@ pub enum Kind {
     Other,
 }
 
-/// An open key, closed on drop. Writes through it are not propagated: the caller replicates.
+/// An open key, closed on drop. Writes through it are not propagated and tell nobody: the
+/// caller replicates them and calls `touched`.
 pub struct Key {
     key: *mut raw::RedisModuleKey,
-    _name: RString,
+    name: RString,
+}
+
+/// Set while the module announces its own writes: its keyspace callback ignores them.
+static ANNOUNCING: AtomicBool = AtomicBool::new(false);
+
+/// The keyspace event class of an event rlock announces.
+#[derive(Clone, Copy)]
+pub enum EventClass {
+    Generic,
+    String,
+    List,
 }
 
 impl Key {
@@ -337,7 +462,31 @@ impl Key {
         };
         let key = api!(RedisModule_OpenKey(ctx.0, name.0, mode as c_int) else null_mut());
         // Opening a missing key for reading gives NULL, which the key calls treat as empty.
-        (!write || !key.is_null()).then_some(Key { key, _name: name })
+        (!write || !key.is_null()).then_some(Key { key, name })
+    }
+
+    /// Announce writes to this key as the core command would: `events` as keyspace
+    /// notifications, then the key as modified (`WATCH` aborts, client-side caches drop it).
+    pub fn touched(&self, ctx: Ctx, events: &[(EventClass, &CStr)]) {
+        ANNOUNCING.store(true, Ordering::Relaxed);
+        for (class, event) in events {
+            let class = match class {
+                EventClass::Generic => raw::REDISMODULE_NOTIFY_GENERIC,
+                EventClass::String => raw::REDISMODULE_NOTIFY_STRING,
+                EventClass::List => raw::REDISMODULE_NOTIFY_LIST,
+            };
+            api!(RedisModule_NotifyKeyspaceEvent(ctx.0, class, event.as_ptr(), self.name.0) else ERR);
+        }
+        ANNOUNCING.store(false, Ordering::Relaxed);
+        api!(RedisModule_SignalModifiedKey(ctx.0, self.name.0) else ERR);
+    }
+
+    /// The length of a string value, without reading (or re-encoding) it.
+    pub fn string_len(&self) -> usize {
+        if self.key.is_null() {
+            return 0;
+        }
+        api!(RedisModule_ValueLength(self.key) else 0)
     }
 
     pub fn kind(&self) -> Kind {
@@ -610,32 +759,16 @@ unsafe extern "C" fn reply_cb(
     OK
 }
 
-unsafe extern "C" fn timeout_cb(
-    ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let c = Ctx(ctx);
-    guard(ctx, "timeout", || crate::wake::on_timeout(c));
-    c.reply(Ok(Reply::Nil));
-    OK
-}
-
 unsafe extern "C" fn disconnect_cb(
     ctx: *mut raw::RedisModuleCtx,
     bc: *mut raw::RedisModuleBlockedClient,
 ) {
-    // The context's client is the blocked client: still connected when Redis 7.0 ended the
-    // wait itself (CLIENT UNBLOCK racing a grant), being freed on a disconnection (then the
-    // reply is dropped with it).
+    // The client is going away, or the server ended the wait itself (a demotion to replica
+    // answers every blocked client with an error): it has its answer, or needs none.
     let c = Ctx(ctx);
-    let mut answer = false;
     guard(ctx, "disconnect", || {
-        answer = crate::wake::on_disconnect(c, bc as Handle)
+        crate::wake::on_disconnect(c, bc as Handle)
     });
-    if answer {
-        c.reply(Ok(Reply::Nil));
-    }
 }
 
 unsafe extern "C" fn timer_cb(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
@@ -649,6 +782,9 @@ unsafe extern "C" fn keyspace_cb(
     key: *mut raw::RedisModuleString,
 ) -> c_int {
     let _ = type_;
+    if ANNOUNCING.load(Ordering::Relaxed) {
+        return OK; // rlock's own write: nothing to react to
+    }
     let event = if event.is_null() {
         &[][..]
     } else {
@@ -658,6 +794,49 @@ unsafe extern "C" fn keyspace_cb(
         crate::wake::on_key_event(Ctx(ctx), string_bytes(key), event)
     });
     OK
+}
+
+/// Every command passes here first (about 200 instructions). `CLIENT UNBLOCK <id> [how]` of a
+/// client waiting in a LOCK.ACQUIRE becomes `LOCK.UNBLOCK <id> [how]`, which the module serves
+/// itself: the server cannot end these waits (no timeout callback), so no unblock of its own
+/// can race the module's. Filters run when a command is queued in MULTI too.
+unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    let argc = api!(RedisModule_CommandFilterArgsCount(fctx) else 0);
+    if !(3..=4).contains(&argc) {
+        return;
+    }
+    let arg =
+        |i: c_int| string_bytes(api!(RedisModule_CommandFilterArgGet(fctx, i) else null_mut()));
+    if !arg(0).eq_ignore_ascii_case(b"client") || !arg(1).eq_ignore_ascii_case(b"unblock") {
+        return;
+    }
+    // Only an id as the server itself would read it (no sign, no leading zeros): anything
+    // else is left to the server's own CLIENT UNBLOCK, which cannot end these waits.
+    let id_arg = arg(2);
+    if !matches!(id_arg.first(), Some(b'1'..=b'9')) {
+        return;
+    }
+    let Some(id) = std::str::from_utf8(id_arg)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let mut ours = false;
+    guard(null_mut(), "command filter", || {
+        ours = crate::wake::is_waiting(id)
+    });
+    if !ours {
+        return;
+    }
+    let name =
+        api!(RedisModule_CreateString(null_mut(), c"LOCK.UNBLOCK".as_ptr(), 12) else null_mut());
+    if name.is_null() {
+        return;
+    }
+    // The filter owns the strings it is given.
+    api!(RedisModule_CommandFilterArgReplace(fctx, 0, name) else ERR);
+    api!(RedisModule_CommandFilterArgDelete(fctx, 1) else ERR);
 }
 
 #[repr(C)]
@@ -705,12 +884,48 @@ unsafe extern "C" fn server_event_cb(
     });
 }
 
-/// Subscribe to the keyspace events (every class that can end or change a lock's lease) and the
-/// server events (flush, swapdb, loading, role change) that `wake.rs` reacts to.
+/// Log at load which of the APIs that differ between servers this one offers, and so which
+/// paths rlock takes on it.
+pub fn log_features(ctx: &redis_module::Context) {
+    let has = |present: bool| if present { "yes" } else { "no (skipped)" };
+    let (docs, categories, acl, pause) = unsafe {
+        (
+            { raw::RedisModule_SetCommandInfo }.is_some(),
+            { raw::RedisModule_SetCommandACLCategories }.is_some(),
+            { raw::RedisModule_ACLCheckKeyPermissions }.is_some(),
+            { raw::RedisModule_AvoidReplicaTraffic }.is_some(),
+        )
+    };
+    log(
+        ctx.ctx,
+        "notice",
+        &format!(
+            "rlock: COMMAND DOCS: {}; ACL categories on LOCK.RESETALL/LOCK.UNBLOCK: {}; \
+             ACL checks on lock:<name>: {}; writes held back while paused (AvoidReplicaTraffic): {}",
+            has(docs),
+            has(categories),
+            has(acl),
+            has(pause)
+        ),
+    );
+}
+
+/// Subscribe to the keyspace events (every class that can end a lock) and the server events
+/// (flush, swapdb, loading, role change) that `wake.rs` reacts to; take over `CLIENT UNBLOCK`
+/// of waiters; announce modified keys explicitly (`Key::touched`), so that opening a key
+/// without writing it changes nothing for `WATCH` or client-side caching.
 pub fn subscribe(ctx: &redis_module::Context) -> bool {
     let ctx = ctx.ctx;
+    api!(RedisModule_SetModuleOptions(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int) else ());
+    let filter = api!(RedisModule_RegisterCommandFilter(ctx, Some(filter_cb),
+        raw::REDISMODULE_CMDFILTER_NOSELF as c_int) else null_mut());
+    if filter.is_null() {
+        return false;
+    }
+    // Freeing a lock is a generic event (del, rename, move), an expiry or an eviction; a
+    // string event (SET) can only take a free lock or change a held one's lease, which the
+    // look at the old lease's end finds anyway.
     let types = raw::REDISMODULE_NOTIFY_GENERIC
-        | raw::REDISMODULE_NOTIFY_STRING
         | raw::REDISMODULE_NOTIFY_EXPIRED
         | raw::REDISMODULE_NOTIFY_EVICTED;
     if api!(RedisModule_SubscribeToKeyspaceEvents(ctx, types, Some(keyspace_cb)) else ERR) != OK {

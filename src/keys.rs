@@ -2,7 +2,7 @@
 //! them. Every write here is paired with its replication as a plain core command with an
 //! absolute time, so replicas and the AOF need no module.
 
-use crate::ffi::{CmdError, Ctx, Key, Kind};
+use crate::ffi::{CmdError, Ctx, EventClass, Key, Kind};
 
 pub const LOCK_PREFIX: &[u8] = b"lock:";
 pub const SIGNAL_PREFIX: &[u8] = b"lock-signal:";
@@ -31,17 +31,31 @@ pub fn open_lock(ctx: Ctx, key_name: &[u8], write: bool) -> Result<Key, CmdError
     Ok(key)
 }
 
+/// Whether the lock `key` is held by `token`. The length is compared first: it is known
+/// without reading the value, and reading it re-encodes a short or numeric value.
+pub fn holds(key: &Key, token: &[u8]) -> bool {
+    key.kind() == Kind::String && key.string_len() == token.len() && key.value() == token
+}
+
 /// Make `token` the owner of the lock until `expires_at` (absolute ms).
 pub fn write_owner(ctx: Ctx, key: &mut Key, key_name: &[u8], token: &[u8], expires_at: i64) {
     key.set(token);
     key.set_expires_at(expires_at);
     ctx.replicate_set_pxat(key_name, token, expires_at);
+    key.touched(
+        ctx,
+        &[
+            (EventClass::String, c"set"),
+            (EventClass::Generic, c"expire"),
+        ],
+    );
 }
 
 /// Move the lease's end of the held lock to `expires_at` (absolute ms).
 pub fn write_expiry(ctx: Ctx, key: &mut Key, key_name: &[u8], expires_at: i64) {
     key.set_expires_at(expires_at);
     ctx.replicate_pexpireat(key_name, expires_at);
+    key.touched(ctx, &[(EventClass::Generic, c"expire")]);
 }
 
 /// Delete the lock key if it exists.
@@ -51,32 +65,42 @@ pub fn delete(ctx: Ctx, key: &mut Key, key_name: &[u8]) -> bool {
     }
     key.delete();
     ctx.replicate_del(key_name);
+    key.touched(ctx, &[(EventClass::Generic, c"del")]);
     true
 }
 
 /// Wake python-redis-lock's waiters exactly as its release script does:
 /// `DEL lock-signal:<n>`, `LPUSH lock-signal:<n> 1`, `PEXPIRE lock-signal:<n> 1000`.
 /// When the list already holds its one element (a signal nobody took yet, so nobody is blocked
-/// on it), the same end state needs only the new expiry.
+/// on it), the same end state needs only the new expiry. A key of another type is not
+/// python-redis-lock's and is left alone.
 pub fn signal(ctx: Ctx, name: &[u8], now: i64) {
     let key_name = signal_key(name);
     let Some(mut key) = Key::open(ctx, &key_name, true) else {
         return;
     };
-    let at = now + SIGNAL_TTL_MS;
-    if key.list_len() == Some(1) {
-        key.set_expires_at(at);
-        ctx.replicate_pexpireat(&key_name, at);
-        return;
-    }
-    if key.kind() != Kind::Empty {
-        key.delete();
-        ctx.replicate_del(&key_name);
+    let at = crate::core::later(now, SIGNAL_TTL_MS);
+    let expire = (EventClass::Generic, c"expire");
+    match (key.kind(), key.list_len()) {
+        (_, Some(1)) => {
+            key.set_expires_at(at);
+            ctx.replicate_pexpireat(&key_name, at);
+            key.touched(ctx, &[expire]);
+            return;
+        }
+        (Kind::Empty, _) => {}
+        (_, Some(_)) => {
+            key.delete();
+            ctx.replicate_del(&key_name);
+            key.touched(ctx, &[(EventClass::Generic, c"del")]);
+        }
+        _ => return,
     }
     if key.push_head(ctx, b"1") {
         ctx.replicate_lpush(&key_name, b"1");
         key.set_expires_at(at);
         ctx.replicate_pexpireat(&key_name, at);
+        key.touched(ctx, &[(EventClass::List, c"lpush"), expire]);
     }
 }
 

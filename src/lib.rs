@@ -29,6 +29,7 @@ use redis_module::{Context, RedisString, Status};
 #[cfg(not(test))]
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     if commands::register(ctx) && ffi::subscribe(ctx) {
+        ffi::log_features(ctx);
         Status::Ok
     } else {
         Status::Err

@@ -8,14 +8,24 @@
 //! timer callback, a context of its own, performs it: hand the lock to the first waiter, or
 //! signal python-redis-lock's waiters, or arm the next look at the holder's lease end.
 //!
+//! Two rules keep the server safe whatever the times involved: every sum of times saturates
+//! (`core::later`), and the timer is never armed further ahead than a horizon (Redis
+//! computes a timer's moment in signed microseconds: a longer period would wrap around); it
+//! fires, finds nothing due, and is armed again (`core::timer_period`). And while writes are paused (`CLIENT PAUSE`,
+//! `FAILOVER`), nothing is written: due looks wait, polled every `PAUSE_POLL_MS`, and are
+//! performed in order once the pause is over.
+//!
 //! Locking rule: the state's mutex is never held across a Redis API call that can call back into
 //! this module (opening a key can expire it, which fires a keyspace event).
 
 use std::sync::{LazyLock, Mutex};
 
-use crate::core::{Core, LockId, Removed};
-use crate::ffi::{self, CmdResult, Ctx, Handle, Key, Kind, Reply};
+use crate::core::{later, timer_period, Check, Core, LockId, Removed};
+use crate::ffi::{self, CmdResult, Ctx, Handle, Key, Kind, Reply, Unblocked};
 use crate::keys;
+
+/// How often due looks are retried while writes are paused.
+const PAUSE_POLL_MS: i64 = 10;
 
 struct State {
     core: Core<Handle>,
@@ -57,11 +67,13 @@ pub fn wait(
     };
     let lock = LockId::new(ctx.db(), name);
     // The clock has whole milliseconds: one more makes sure at least `block_ms` have passed.
-    let deadline = (block_ms > 0).then(|| Ctx::now_ms() + block_ms + 1);
+    let deadline = (block_ms > 0).then(|| later(Ctx::now_ms(), later(block_ms, 1)));
+    let client = ctx.client_id();
     with(|s| {
-        s.core.enqueue(&lock, handle, token, ttl_ms, deadline);
+        s.core
+            .enqueue(&lock, handle, client, token, ttl_ms, deadline);
         if let Some(at) = expires_at {
-            s.core.schedule(&lock, at + 1, false);
+            s.core.schedule(&lock, later(at, 1), false);
         }
     });
     rearm(ctx);
@@ -76,7 +88,7 @@ pub fn lease_changed(ctx: Ctx, name: &[u8], expires_at: i64) {
     let lock = LockId::new(ctx.db(), name);
     with(|s| {
         if s.core.has_waiters(&lock) {
-            s.core.schedule(&lock, expires_at + 1, false);
+            s.core.schedule(&lock, later(expires_at, 1), false);
         }
     });
     rearm(ctx);
@@ -95,14 +107,17 @@ pub fn hand_over_or_free(ctx: Ctx, key: &mut Key, name: &[u8], now: i64, signal:
         (timed_out, s.core.pop_next(&LockId::new(ctx.db(), name)))
     });
     for handle in timed_out {
-        ffi::unblock(handle, false);
+        ffi::unblock(handle, Unblocked::Nil);
     }
     let key_name = keys::lock_key(name);
     match grant {
         Some(grant) => {
-            let at = now + grant.ttl_ms;
+            let at = later(now, grant.ttl_ms);
             keys::write_owner(ctx, key, &key_name, &grant.token, at);
-            ffi::unblock(grant.handle, true);
+            ffi::unblock(grant.handle, Unblocked::Granted);
+            for handle in grant.also {
+                ffi::unblock(handle, Unblocked::Granted);
+            }
             lease_changed(ctx, name, at);
         }
         None => {
@@ -114,61 +129,104 @@ pub fn hand_over_or_free(ctx: Ctx, key: &mut Key, name: &[u8], now: i64, signal:
     }
 }
 
-/// Arm the module timer for the earliest due look, unless it already fires by then.
+/// Arm the module timer for the earliest due look or deadline, unless it already fires by
+/// then; stop it when nothing is due (so `MODULE UNLOAD` is possible).
 fn rearm(ctx: Ctx) {
     let now = Ctx::now_ms();
-    let (stop, due) = with(|s| match (s.core.next_due(), s.timer) {
-        (Some(at), Some((id, armed))) if at < armed => (Some(id), Some(at)),
-        (Some(at), None) => (None, Some(at)),
-        _ => (None, None),
+    let paused = ctx.writes_paused();
+    let (stop, arm) = with(|s| {
+        let check = s.core.next_check().map(|at| {
+            if paused {
+                at.max(later(now, PAUSE_POLL_MS))
+            } else {
+                at
+            }
+        });
+        let next = check.into_iter().chain(s.core.next_deadline()).min();
+        match (next, s.timer) {
+            (Some(at), Some((id, armed))) if at < armed => (Some(id), Some(at)),
+            (Some(at), None) => (None, Some(at)),
+            (None, Some((id, _))) => {
+                s.timer = None;
+                (Some(id), None)
+            }
+            _ => (None, None),
+        }
     });
     if let Some(id) = stop {
         ctx.stop_timer(id);
     }
-    if let Some(at) = due {
-        let id = ctx.create_timer(at - now);
-        with(|s| s.timer = Some((id, at)));
+    if let Some(at) = arm {
+        let period = timer_period(now, at);
+        let id = ctx.create_timer(period);
+        with(|s| s.timer = Some((id, now + period)));
     }
 }
 
 // ---- callbacks (called from ffi.rs) ----
 
-/// A blocked client is being answered: `OK` if it was handed the lock, else nil.
+/// A blocked client is being answered: `OK` if it was handed the lock, nil if its time ran
+/// out or `CLIENT UNBLOCK` ended the wait, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.
 pub fn on_reply(ctx: Ctx) -> CmdResult {
     let handle = ctx.blocked_handle();
     with(|s| s.core.delivered(handle));
-    Ok(if ctx.blocked_granted() {
-        Reply::Ok
-    } else {
-        Reply::Nil
+    Ok(match ctx.blocked_outcome() {
+        Unblocked::Granted => Reply::Ok,
+        Unblocked::Nil => Reply::Nil,
+        Unblocked::Error => Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into()),
     })
 }
 
-/// `CLIENT UNBLOCK` (BLOCK deadlines are the core's, so Redis never times a waiter out itself):
-/// the waiter leaves the queue (ffi replies nil).
-pub fn on_timeout(ctx: Ctx) {
-    leave(ctx.blocked_handle());
+/// Whether the client with server id `client` waits in a LOCK.ACQUIRE queue.
+pub fn is_waiting(client: u64) -> bool {
+    with(|s| s.core.waiter_of_client(client).is_some())
 }
 
-/// Redis unblocked a waiter without the module: a disconnection, or, on Redis 7.0, a
-/// `CLIENT UNBLOCK` that lands in the same event-loop pass as the grant that already unblocked
-/// it (7.0 then skips both the timeout and the reply callback, so this is the only moment the
-/// client can still be answered). A waiter that was already granted is
-/// answered nil and its lock taken back at once, before anything else can see it or the
-/// client can retry with the same token; true when the caller must send that nil.
-pub fn on_disconnect(ctx: Ctx, handle: Handle) -> bool {
-    let Removed::Granted { lock, token } = leave(handle) else {
+/// `CLIENT UNBLOCK client [TIMEOUT|ERROR]` for a queued waiter: it leaves the queue, answered
+/// nil or the `-UNBLOCKED` error. False if `client` is not waiting (a waiter already handed
+/// the lock is answered `OK`, not unblocked).
+pub fn unblock_waiter(ctx: Ctx, client: u64, error: bool) -> bool {
+    let removed = with(|s| {
+        let handle = s.core.waiter_of_client(client)?;
+        (s.core.remove(handle) == Removed::Queued).then_some(handle)
+    });
+    let Some(handle) = removed else {
         return false;
     };
+    ffi::unblock(
+        handle,
+        if error {
+            Unblocked::Error
+        } else {
+            Unblocked::Nil
+        },
+    );
+    rearm(ctx);
+    true
+}
+
+/// Redis unblocked a waiter without the module: a disconnection, or a demotion to replica
+/// (which answers every blocked client with an error itself). A waiter that was already
+/// handed the lock but never got the reply gives it back at once, before anything else can
+/// see it; while writes are paused, as soon as they resume.
+pub fn on_disconnect(ctx: Ctx, handle: Handle) {
+    let Removed::Granted { lock, token } = leave(handle) else {
+        return;
+    };
+    if !ctx.may_write() {
+        return; // a replica now: the primary's keys rule
+    }
     // The context's client is the waiter, which blocked in the lock's database.
-    if ctx.may_write() && ctx.db() == lock.db {
+    if !ctx.writes_paused() && ctx.db() == lock.db {
         if let Some(mut key) = Key::open(ctx, &keys::lock_key(&lock.name), true) {
-            if key.kind() == Kind::String && key.value() == &*token {
+            if key.kind() == Kind::String && keys::holds(&key, &token) {
                 hand_over_or_free(ctx, &mut key, &lock.name, Ctx::now_ms(), true);
             }
         }
+        return;
     }
-    true
+    with(|s| s.core.schedule_take_back(&lock, &token, Ctx::now_ms()));
+    rearm(ctx);
 }
 
 /// A waiter leaves without the lock. Redis frees a blocked client's handle (and the reply
@@ -177,7 +235,7 @@ pub fn on_disconnect(ctx: Ctx, handle: Handle) -> bool {
 fn leave(handle: Handle) -> Removed {
     let removed = with(|s| s.core.remove(handle));
     if removed == Removed::Queued {
-        ffi::unblock(handle, false);
+        ffi::unblock(handle, Unblocked::Nil);
     }
     removed
 }
@@ -222,38 +280,58 @@ pub fn on_databases_changed(ctx: Ctx, db: Option<i32>) {
     rearm(ctx);
 }
 
-/// The module timer fired: perform every due look.
+/// The module timer fired: answer the waiters whose time is up and, unless writes are paused,
+/// perform every due look.
 pub fn on_timer(ctx: Ctx) {
     let now = Ctx::now_ms();
+    let primary = ctx.may_write();
+    let paused = primary && ctx.writes_paused();
     let (timed_out, due) = with(|s| {
         s.timer = None;
-        (s.core.take_timed_out(now), s.core.take_due(now))
+        let due = if paused {
+            Vec::new()
+        } else {
+            s.core.take_due(now)
+        };
+        (s.core.take_timed_out(now), due)
     });
     for handle in timed_out {
-        ffi::unblock(handle, false);
+        ffi::unblock(handle, Unblocked::Nil);
     }
-    if ctx.may_write() {
+    if primary && !paused {
         for check in due {
-            if !ctx.select_db(check.lock.db) {
-                continue;
-            }
-            let name = &check.lock.name;
-            let Some(mut key) = Key::open(ctx, &keys::lock_key(name), true) else {
-                continue;
-            };
-            match key.kind() {
-                Kind::Empty => {
-                    let signal = check.signal_if_free && !keys::signal_pending(ctx, name);
-                    hand_over_or_free(ctx, &mut key, name, now, signal)
-                }
-                Kind::String => {
-                    if let Some(at) = key.expires_at() {
-                        lease_changed(ctx, name, at);
-                    }
-                }
-                Kind::Other => {}
-            }
+            look_at(ctx, check, now);
         }
     }
     rearm(ctx);
+}
+
+/// One due look at a lock: hand a free lock to its first waiter (or signal python-redis-lock's
+/// waiters), take back a grant that never reached its client, or follow the holder's lease.
+fn look_at(ctx: Ctx, check: Check, now: i64) {
+    if !ctx.select_db(check.lock.db) {
+        return;
+    }
+    let name = &check.lock.name;
+    let Some(mut key) = Key::open(ctx, &keys::lock_key(name), true) else {
+        return;
+    };
+    match key.kind() {
+        Kind::Empty => {
+            let signal = check.signal_if_free && !keys::signal_pending(ctx, name);
+            hand_over_or_free(ctx, &mut key, name, now, signal)
+        }
+        Kind::String => {
+            if check
+                .take_back
+                .as_deref()
+                .is_some_and(|t| keys::holds(&key, t))
+            {
+                hand_over_or_free(ctx, &mut key, name, now, true);
+            } else if let Some(at) = key.expires_at() {
+                lease_changed(ctx, name, at);
+            }
+        }
+        Kind::Other => {}
+    }
 }

@@ -6,6 +6,7 @@
 //! the lock, nil when the time is up. Never blocks inside MULTI, scripts or functions.
 
 use super::{arity_error, parse_block, parse_token, parse_ttl, writable_keys};
+use crate::core::later;
 use crate::ffi::{CmdError, CmdResult, Ctx, Kind, Reply};
 use crate::{keys, wake};
 
@@ -15,14 +16,15 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
         [_, name, token, ttl, option, ms] => {
             let (token, ttl_ms) = (parse_token(token)?, parse_ttl(ttl)?);
             if !option.eq_ignore_ascii_case(b"BLOCK") {
-                let option = String::from_utf8_lossy(option);
+                // At most 128 bytes of it, as Redis quotes an unknown command.
+                let option = String::from_utf8_lossy(&option[..option.len().min(128)]);
                 return Err(CmdError(format!(
                     "ERR unknown option '{option}' (expected BLOCK ms)"
                 )));
             }
             (*name, token, ttl_ms, Some(parse_block(ms)?))
         }
-        _ => return Err(arity_error("lock.acquire")),
+        _ => return Err(arity_error("LOCK.ACQUIRE")),
     };
     let key_name = writable_keys(ctx, name)?;
     let mut key = keys::open_lock(ctx, &key_name, true)?;
@@ -34,12 +36,13 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
         wake::hand_over_or_free(ctx, &mut key, name, now, false);
     }
     if key.kind() == Kind::Empty {
-        keys::write_owner(ctx, &mut key, &key_name, token, now + ttl_ms);
+        keys::write_owner(ctx, &mut key, &key_name, token, later(now, ttl_ms));
         return Ok(Reply::Ok);
     }
-    if key.value() == token {
-        keys::write_expiry(ctx, &mut key, &key_name, now + ttl_ms);
-        wake::lease_changed(ctx, name, now + ttl_ms);
+    if keys::holds(&key, token) {
+        let at = later(now, ttl_ms);
+        keys::write_expiry(ctx, &mut key, &key_name, at);
+        wake::lease_changed(ctx, name, at);
         return Ok(Reply::Ok);
     }
     match block_ms {

@@ -11,6 +11,7 @@ mod owner;
 mod release;
 mod renew;
 mod resetall;
+mod unblock;
 
 /// The longest lease or wait accepted, in milliseconds: far enough from `i64::MAX` that
 /// "now + ttl" never overflows Redis's expire arithmetic.
@@ -22,9 +23,15 @@ pub fn arity_error(command: &str) -> CmdError {
     ))
 }
 
-/// A non-negative decimal integer (no sign, no spaces), as Redis's own parsers accept.
-fn parse_u64(arg: &[u8]) -> Option<u64> {
-    if arg.is_empty() || arg.len() > 19 || !arg.iter().all(u8::is_ascii_digit) {
+/// A non-negative decimal integer as Redis's own parser (`string2ll`) takes it: digits only,
+/// no sign, no spaces, no leading zeros (`0` itself is fine).
+pub fn parse_u64(arg: &[u8]) -> Option<u64> {
+    let canonical = match arg {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical || arg.len() > 20 {
         return None;
     }
     std::str::from_utf8(arg).ok()?.parse().ok()
@@ -165,6 +172,21 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             acl_categories: Some(c"keyspace write dangerous"),
             args: &[],
         },
+        CommandSpec {
+            name: c"LOCK.UNBLOCK",
+            entry: entry_point!(unblock::run),
+            flags: c"admin deny-script allow-loading allow-stale",
+            arity: -2,
+            summary: c"What `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` becomes for a client waiting in LOCK.ACQUIRE: same arguments, rights and replies.",
+            complexity: c"O(1)",
+            takes_name: false,
+            writes: false,
+            acl_categories: Some(c"admin slow dangerous connection"),
+            args: &[
+                (c"client-id", ArgType::Integer, None, false),
+                (c"reason", ArgType::String, None, true),
+            ],
+        },
     ];
     specs
         .iter()
@@ -177,7 +199,7 @@ mod tests {
 
     #[test]
     fn ttl_parsing_table() {
-        let ok = [("1", 1000), ("60", 60_000), ("0007", 7000)];
+        let ok = [("1", 1000), ("60", 60_000), ("10", 10_000)];
         for (arg, ms) in ok {
             assert_eq!(parse_ttl(arg.as_bytes()), Ok(ms), "{arg}");
         }
@@ -189,6 +211,10 @@ mod tests {
             "abc",
             " 1",
             "+1",
+            "-0",
+            "007",
+            "0000000000000000000001",
+            "1 ",
             "99999999999999999999",
         ] {
             assert!(parse_ttl(bad.as_bytes()).is_err(), "{bad:?} accepted");

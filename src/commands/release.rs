@@ -4,17 +4,17 @@
 //! delete it and wake python-redis-lock's waiters → 1. Otherwise nothing changes → 0.
 
 use super::{arity_error, parse_token, writable_keys};
-use crate::ffi::{CmdResult, Ctx, Kind, Reply};
+use crate::ffi::{CmdResult, Ctx, Reply};
 use crate::{keys, wake};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     let [_, name, token] = args else {
-        return Err(arity_error("lock.release"));
+        return Err(arity_error("LOCK.RELEASE"));
     };
     let token = parse_token(token)?;
     let key_name = writable_keys(ctx, name)?;
     let mut key = keys::open_lock(ctx, &key_name, true)?;
-    if key.kind() != Kind::String || key.value() != token {
+    if !keys::holds(&key, token) {
         return Ok(Reply::Int(0));
     }
     wake::hand_over_or_free(ctx, &mut key, name, Ctx::now_ms(), true);

@@ -13,7 +13,7 @@ use crate::{keys, wake};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() != 1 {
-        return Err(arity_error("lock.resetall"));
+        return Err(arity_error("LOCK.RESETALL"));
     }
     if !ctx.may_write() {
         return Err(CmdError(
