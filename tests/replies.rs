@@ -275,11 +275,22 @@ fn one_reply_agreeing_with_the_owner(
     );
 }
 
-/// The end of the server's log (e.g. the assertion it aborted on).
+/// Why the server went away: the assertion or signal it reports, and the end of its log.
 fn log_tail(s: &Server) -> String {
     let log = s.log();
     let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    let why: Vec<&str> = lines
+        .iter()
+        .filter(|l| {
+            l.contains("ASSERTION") || l.contains("crashed by signal") || l.contains("==> ")
+        })
+        .copied()
+        .collect();
+    format!(
+        "{}\n...\n{}",
+        why.join("\n"),
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    )
 }
 
 const UNBLOCKED_ERROR: &str = "UNBLOCKED client unblocked via CLIENT UNBLOCK";
