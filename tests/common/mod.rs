@@ -1,6 +1,8 @@
 //! Real `redis-server` processes for the integration tests: the built module loaded, a unix
 //! socket (or an OS-chosen TCP port) in a temp dir, killed on drop. Waiting is always for a
-//! reply or for `blocked_clients`, with a deadline; never a fixed sleep.
+//! reply or for `blocked_clients`, with a deadline; never a fixed sleep. The server binary is
+//! `$REDIS_SERVER` when set (any Redis 7.0+ or Valkey build, see `make test-matrix`), else
+//! `redis-server` from `PATH`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -45,6 +47,15 @@ pub fn module_path() -> PathBuf {
         }
     }
     panic!("librlock.so not built: run `cargo build --release` (or `make test`) first");
+}
+
+/// The server binary: `$REDIS_SERVER` when set and non-empty, else `redis-server` from `PATH`
+/// (the same rule as tests/python/conftest.py).
+pub fn server_binary() -> String {
+    match std::env::var("REDIS_SERVER") {
+        Ok(p) if !p.is_empty() => p,
+        _ => "redis-server".to_string(),
+    }
 }
 
 pub struct Server {
@@ -105,8 +116,9 @@ impl Server {
 
     pub fn with(opts: Options) -> Server {
         let dir = opts.dir.clone().unwrap_or_else(temp_dir);
-        // `RLOCK_SERVER_WRAPPER`, e.g. "valgrind --leak-check=full", prefixes the command line;
-        // `{test}` in it becomes the running test's name (for per-test log files).
+        // `RLOCK_SERVER_WRAPPER`, e.g. "valgrind --leak-check=full", prefixes the command line
+        // (wrapper, then the server binary); `{test}` in it becomes the running test's name (for
+        // per-test log files).
         let test = thread::current()
             .name()
             .unwrap_or("unnamed")
@@ -118,13 +130,14 @@ impl Server {
                     .collect()
             })
             .unwrap_or_default();
+        let binary = server_binary();
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
-                cmd.args(args).arg("redis-server");
+                cmd.args(args).arg(&binary);
                 cmd
             }
-            None => Command::new("redis-server"),
+            None => Command::new(&binary),
         };
         cmd.arg("--save")
             .arg("")
@@ -160,9 +173,12 @@ impl Server {
             std::fs::File::create(dir.join("server.log")).unwrap(),
         ));
         cmd.stderr(Stdio::inherit());
-        let child = cmd
-            .spawn()
-            .expect("redis-server must be installed (scripts/setup.sh)");
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {binary:?} ({e}): install redis-server (scripts/setup.sh) \
+                 or set REDIS_SERVER to a server binary"
+            )
+        });
         let server = Server {
             child,
             dir,
