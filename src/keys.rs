@@ -2,7 +2,7 @@
 //! them. Every write here is paired with its replication as a plain core command with an
 //! absolute time, so replicas and the AOF need no module.
 
-use crate::ffi::{CmdError, Ctx, EventClass, Key, Kind};
+use crate::redis::{CmdError, Ctx, EventClass, Key, Kind};
 
 pub const LOCK_PREFIX: &[u8] = b"lock:";
 pub const SIGNAL_PREFIX: &[u8] = b"lock-signal:";

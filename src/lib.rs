@@ -8,28 +8,37 @@
 //! other. The full contract is in the README.
 //!
 //! # Layout
-//! - [`core`]: locks' waiter queues and due checks as plain data; takes `now`, returns what to
-//!   do. No Redis types; unit and property tests.
-//! - [`commands`]: one file per LOCK.* command: parse fully, check, act, reply; their
-//!   registration and `COMMAND DOCS`.
+//!
+//! Each layer calls only the layers below it:
+//!
+//! - [`commands`]: one file per LOCK.* command: parse every argument, check the caller's
+//!   rights, call the engine, reply; their registration and `COMMAND DOCS`.
+//! - [`events`]: the handlers the Redis layer calls when the server reports something (a
+//!   reply due, a hang-up, the timer, keyspace and server events) → the engine. Thin.
+//! - [`engine`]: every decision about a lock, one function per thing that can happen to it;
+//!   the rules that keep the server safe (saturating times, a bounded timer, no writes while
+//!   paused, one reply per wait).
+//! - [`core`]: locks' waiter queues, deadlines and due looks as plain data; takes `now`,
+//!   returns what to do. No Redis types; unit and property tests.
 //! - [`keys`]: the `lock:` / `lock-signal:` keys and every write to them, each replicated as a
-//!   plain core command with an absolute time.
-//! - [`wake`]: blocked clients, the module timer, keyspace and server events → the core.
-//! - [`ffi`]: the raw module API; all `unsafe` is here.
+//!   plain core command with an absolute time and announced as the core command would be.
+//! - [`redis`]: the safe layer over the raw module API; all `unsafe` is here, and it imports
+//!   nothing from the crate: `lib.rs` gives it the event handlers at load.
 
 pub mod commands;
 pub mod core;
-pub mod ffi;
+pub mod engine;
+pub mod events;
 pub mod keys;
-pub mod wake;
+pub mod redis;
 
 #[cfg(not(test))]
 use redis_module::{Context, RedisString, Status};
 
 #[cfg(not(test))]
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    if commands::register(ctx) && ffi::subscribe(ctx) {
-        ffi::log_features(ctx);
+    if commands::register(ctx) && crate::redis::subscribe(ctx, events::handlers()) {
+        crate::redis::log_features(ctx);
         Status::Ok
     } else {
         Status::Err

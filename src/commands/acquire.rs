@@ -6,9 +6,8 @@
 //! the lock, nil when the time is up. Never blocks inside MULTI, scripts or functions.
 
 use super::{arity_error, parse_block, parse_token, parse_ttl, writable_keys};
-use crate::core::later;
-use crate::ffi::{CmdError, CmdResult, Ctx, Kind, Reply};
-use crate::{keys, wake};
+use crate::engine;
+use crate::redis::{CmdError, CmdResult, Ctx};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     let (name, token, ttl_ms, block_ms) = match args {
@@ -27,32 +26,5 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
         _ => return Err(arity_error("LOCK.ACQUIRE")),
     };
     let key_name = writable_keys(ctx, name)?;
-    let mut key = keys::open_lock(ctx, &key_name, true)?;
-    let now = Ctx::now_ms();
-
-    // Free, but others were in line first (a foreign release whose hand-over is still
-    // scheduled): they go first.
-    if key.kind() == Kind::Empty && wake::has_waiters(ctx, name) {
-        wake::hand_over_or_free(ctx, &mut key, name, now, false);
-    }
-    if key.kind() == Kind::Empty {
-        keys::write_owner(ctx, &mut key, &key_name, token, later(now, ttl_ms));
-        return Ok(Reply::Ok);
-    }
-    if keys::holds(&key, token) {
-        let at = later(now, ttl_ms);
-        keys::write_expiry(ctx, &mut key, &key_name, at);
-        wake::lease_changed(ctx, name, at);
-        return Ok(Reply::Ok);
-    }
-    match block_ms {
-        Some(ms) if ctx.may_block() => {
-            if wake::wait(ctx, name, token, ttl_ms, ms, key.expires_at()) {
-                Ok(Reply::Blocked)
-            } else {
-                Ok(Reply::Nil)
-            }
-        }
-        _ => Ok(Reply::Nil),
-    }
+    engine::acquire(ctx, name, &key_name, token, ttl_ms, block_ms)
 }

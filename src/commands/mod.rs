@@ -3,8 +3,8 @@
 //! key's type, then serve at once or block.
 
 use crate::entry_point;
-use crate::ffi::{ArgType, CmdError, CommandSpec, Ctx};
 use crate::keys;
+use crate::redis::{create_command, ArgType, CmdError, CommandSpec, Ctx};
 
 mod acquire;
 mod owner;
@@ -188,9 +188,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             ],
         },
     ];
-    specs
-        .iter()
-        .all(|spec| crate::ffi::create_command(ctx, spec))
+    specs.iter().all(|spec| create_command(ctx, spec))
 }
 
 #[cfg(test)]

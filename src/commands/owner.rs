@@ -4,8 +4,8 @@
 //! read as `GET` reads, so the value is left exactly as it was.
 
 use super::{arity_error, check_slot, no_permission};
-use crate::ffi::{CmdResult, Ctx, Reply};
-use crate::keys;
+use crate::redis::{CmdResult, Ctx};
+use crate::{engine, keys};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     let [_, name] = args else {
@@ -16,8 +16,5 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     if !ctx.may_access(&[&key_name], false) {
         return Err(no_permission());
     }
-    Ok(match ctx.get(&key_name)? {
-        Some(token) => Reply::Bulk(token),
-        None => Reply::Nil,
-    })
+    engine::owner(ctx, &key_name)
 }

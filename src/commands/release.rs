@@ -4,8 +4,8 @@
 //! delete it and wake python-redis-lock's waiters → 1. Otherwise nothing changes → 0.
 
 use super::{arity_error, parse_token, writable_keys};
-use crate::ffi::{CmdResult, Ctx, Reply};
-use crate::{keys, wake};
+use crate::engine;
+use crate::redis::{CmdResult, Ctx};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     let [_, name, token] = args else {
@@ -13,10 +13,5 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     };
     let token = parse_token(token)?;
     let key_name = writable_keys(ctx, name)?;
-    let mut key = keys::open_lock(ctx, &key_name, true)?;
-    if !keys::holds(&key, token) {
-        return Ok(Reply::Int(0));
-    }
-    wake::hand_over_or_free(ctx, &mut key, name, Ctx::now_ms(), true);
-    Ok(Reply::Int(1))
+    engine::release(ctx, name, &key_name, token)
 }

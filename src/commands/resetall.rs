@@ -8,8 +8,8 @@
 //! `@keyspace @write @dangerous` itself.)
 
 use super::arity_error;
-use crate::ffi::{CmdError, CmdResult, Ctx, Key, Reply};
-use crate::{keys, wake};
+use crate::engine;
+use crate::redis::{CmdError, CmdResult, Ctx};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     if args.len() != 1 {
@@ -26,18 +26,5 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
                 .into(),
         ));
     }
-    let now = Ctx::now_ms();
-    let mut removed = 0;
-    for key_name in ctx.keys_with_prefix(keys::LOCK_PREFIX) {
-        let name = &key_name[keys::LOCK_PREFIX.len()..];
-        let Some(mut key) = Key::open(ctx, &key_name, true) else {
-            continue;
-        };
-        if keys::delete(ctx, &mut key, &key_name) {
-            removed += 1;
-        }
-        keys::signal(ctx, name, now);
-        wake::hand_over_or_free(ctx, &mut key, name, now, false);
-    }
-    Ok(Reply::Int(removed))
+    engine::reset_all(ctx)
 }

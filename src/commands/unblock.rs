@@ -7,8 +7,8 @@
 //! client the server's own `CLIENT UNBLOCK` runs.
 
 use super::{arity_error, parse_u64};
-use crate::ffi::{CmdError, CmdResult, Ctx, Reply};
-use crate::wake;
+use crate::engine;
+use crate::redis::{CmdError, CmdResult, Ctx};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     let (id, how) = match args {
@@ -36,8 +36,5 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
             "NOPERM this user has no permissions to run the 'client|unblock' command".into(),
         ));
     }
-    if wake::unblock_waiter(ctx, id as u64, error) {
-        return Ok(Reply::Int(1));
-    }
-    ctx.client_unblock(id, error)
+    engine::unblock(ctx, id, error)
 }

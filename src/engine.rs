@@ -1,0 +1,431 @@
+//! Every decision about a lock, in Redis terms: one function per thing that can happen to one.
+//! Built on `core` (who waits, in which order, until when, and when to look at a lock again)
+//! and `keys` (how the lock's keys are written and replicated). Commands call in here after
+//! parsing; `events` calls in when the server reports something.
+//!
+//! The rules that keep the server safe, whatever the input:
+//! - Every sum of times saturates (`core::later`), and the module timer is never armed further
+//!   ahead than `core::TIMER_HORIZON_MS`: Redis computes a timer's moment in signed
+//!   microseconds, and a longer period would wrap around. It fires, finds nothing due, and is
+//!   armed again.
+//! - Nothing is written on a replica, while loading, or while writes are paused (`CLIENT
+//!   PAUSE`, `FAILOVER`): then due looks wait, polled every `PAUSE_POLL_MS`, and are performed
+//!   in arrival order once writes resume.
+//! - Nothing is written inside a keyspace notification: it would reach replicas and the AOF
+//!   before the command that caused it. Events only schedule a look; the timer performs it.
+//! - Every LOCK.ACQUIRE gets exactly one reply: a waiter is handed the lock, or times out, or is
+//!   unblocked, decided here in one place; the server never ends a wait by itself.
+//!
+//! Locking rule: the state's mutex is never held across a Redis API call that can call back into
+//! this module (opening a key can expire it, which fires a keyspace event).
+
+use std::sync::{LazyLock, Mutex};
+
+use crate::core::{later, timer_period, Check, Core, LockId, Removed};
+use crate::keys;
+use crate::redis::{self, CmdResult, Ctx, Handle, Key, Kind, Reply, Unblocked};
+
+/// How often due looks are retried while writes are paused.
+const PAUSE_POLL_MS: i64 = 10;
+
+struct State {
+    core: Core<Handle>,
+    /// The armed module timer and when it fires.
+    timer: Option<(u64, i64)>,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
+    Mutex::new(State {
+        core: Core::new(),
+        timer: None,
+    })
+});
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut state = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut state)
+}
+
+// ---- commands ----
+
+/// `LOCK.ACQUIRE`: take a free lock, renew one `token` holds, or wait in line (`block_ms`:
+/// `Some(0)` without limit) where the client may block.
+pub fn acquire(
+    ctx: Ctx,
+    name: &[u8],
+    key_name: &[u8],
+    token: &[u8],
+    ttl_ms: i64,
+    block_ms: Option<i64>,
+) -> CmdResult {
+    let mut key = keys::open_lock(ctx, key_name, true)?;
+    let now = Ctx::now_ms();
+    // Free, but others were in line first (a foreign release whose hand-over is still
+    // scheduled): they go first.
+    if key.kind() == Kind::Empty && has_waiters(ctx, name) {
+        hand_over_or_free(ctx, &mut key, name, key_name, now, false);
+    }
+    if key.kind() == Kind::Empty {
+        keys::write_owner(ctx, &mut key, key_name, token, later(now, ttl_ms));
+        return Ok(Reply::Ok);
+    }
+    if keys::holds(&key, token) {
+        let at = later(now, ttl_ms);
+        keys::write_expiry(ctx, &mut key, key_name, at);
+        lease_changed(ctx, name, at);
+        return Ok(Reply::Ok);
+    }
+    match block_ms {
+        Some(ms) if ctx.may_block() => {
+            let blocked = wait(ctx, name, token, ttl_ms, ms, key.expires_at());
+            Ok(if blocked { Reply::Blocked } else { Reply::Nil })
+        }
+        _ => Ok(Reply::Nil),
+    }
+}
+
+/// `LOCK.RELEASE`: if `token` holds the lock, hand it to the first waiter or free it → 1.
+pub fn release(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8]) -> CmdResult {
+    let mut key = keys::open_lock(ctx, key_name, true)?;
+    if !keys::holds(&key, token) {
+        return Ok(Reply::Int(0));
+    }
+    hand_over_or_free(ctx, &mut key, name, key_name, Ctx::now_ms(), true);
+    Ok(Reply::Int(1))
+}
+
+/// `LOCK.RENEW`: if `token` holds the lock, its lease ends `ttl_ms` from now → 1.
+pub fn renew(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], ttl_ms: i64) -> CmdResult {
+    let mut key = keys::open_lock(ctx, key_name, true)?;
+    if !keys::holds(&key, token) {
+        return Ok(Reply::Int(0));
+    }
+    let at = later(Ctx::now_ms(), ttl_ms);
+    keys::write_expiry(ctx, &mut key, key_name, at);
+    lease_changed(ctx, name, at);
+    Ok(Reply::Int(1))
+}
+
+/// `LOCK.OWNER`: the token in `lock:<name>`, read as `GET` reads it (nothing re-encoded).
+pub fn owner(ctx: Ctx, key_name: &[u8]) -> CmdResult {
+    Ok(match ctx.get(key_name)? {
+        Some(token) => Reply::Bulk(token),
+        None => Reply::Nil,
+    })
+}
+
+/// `LOCK.RESETALL`: delete every lock of the selected database, signal python-redis-lock's
+/// waiters of each as its `reset_all` does, hand each lock to its first module waiter.
+pub fn reset_all(ctx: Ctx) -> CmdResult {
+    let now = Ctx::now_ms();
+    let mut removed = 0;
+    for key_name in ctx.keys_with_prefix(keys::LOCK_PREFIX) {
+        let name = &key_name[keys::LOCK_PREFIX.len()..];
+        let Some(mut key) = Key::open(ctx, &key_name, true) else {
+            continue;
+        };
+        if keys::delete(ctx, &mut key, &key_name) {
+            removed += 1;
+        }
+        keys::signal(ctx, name, now);
+        hand_over_or_free(ctx, &mut key, name, &key_name, now, false);
+    }
+    Ok(Reply::Int(removed))
+}
+
+/// `CLIENT UNBLOCK client [TIMEOUT|ERROR]` (as `LOCK.UNBLOCK`): a queued waiter leaves its
+/// queue, answered nil or the `-UNBLOCKED` error → 1. Any other client is the server's own
+/// `CLIENT UNBLOCK`'s (a waiter already handed the lock is not waiting: 0, and it gets `OK`).
+pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
+    let removed = with(|s| {
+        let handle = s.core.waiter_of_client(u64::try_from(client).ok()?)?;
+        (s.core.remove(handle) == Removed::Queued).then_some(handle)
+    });
+    let Some(handle) = removed else {
+        return ctx.client_unblock(client, error);
+    };
+    let how = if error {
+        Unblocked::Error
+    } else {
+        Unblocked::Nil
+    };
+    redis::unblock(handle, how);
+    rearm(ctx);
+    Ok(Reply::Int(1))
+}
+
+// ---- blocked clients ----
+
+/// Whether the client with server id `client` waits in a LOCK.ACQUIRE queue.
+pub fn is_waiting(client: u64) -> bool {
+    with(|s| s.core.waiter_of_client(client).is_some())
+}
+
+/// A woken waiter is being answered: `OK` if it was handed the lock, nil if its time ran out
+/// or it was unblocked, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.
+pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
+    with(|s| s.core.delivered(handle));
+    Ok(match how {
+        Unblocked::Granted => Reply::Ok,
+        Unblocked::Nil => Reply::Nil,
+        Unblocked::Error => Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into()),
+    })
+}
+
+/// The server unblocked a waiter without the module: a disconnection, or a demotion to
+/// replica (which answers every blocked client with an error itself). A waiter that was
+/// already handed the lock but never got the reply gives it back at once, before anything
+/// else can see it; while writes are paused, as soon as they resume.
+pub fn waiter_left(ctx: Ctx, handle: Handle) {
+    let Removed::Granted { lock, token } = leave(handle) else {
+        return;
+    };
+    if !ctx.may_write() {
+        return; // a replica now: the primary's keys rule
+    }
+    // The context's client is the waiter, which blocked in the lock's database.
+    if !ctx.writes_paused() && ctx.db() == lock.db {
+        let key_name = keys::lock_key(&lock.name);
+        if let Some(mut key) = Key::open(ctx, &key_name, true) {
+            if keys::holds(&key, &token) {
+                hand_over_or_free(ctx, &mut key, &lock.name, &key_name, Ctx::now_ms(), true);
+            }
+        }
+        return;
+    }
+    with(|s| s.core.schedule_take_back(&lock, &token, Ctx::now_ms()));
+    rearm(ctx);
+}
+
+/// A waiter leaves without the lock. Redis frees a blocked client's handle (and the reply
+/// client it keeps for it) only once the module unblocks it, even after a disconnection; a
+/// waiter already granted was unblocked then, and must not be twice.
+fn leave(handle: Handle) -> Removed {
+    let removed = with(|s| s.core.remove(handle));
+    if removed == Removed::Queued {
+        redis::unblock(handle, Unblocked::Nil);
+    }
+    removed
+}
+
+// ---- what others do to a lock ----
+
+/// `lock:<name>` went away without the module (python-redis-lock's release, DEL, expiry,
+/// eviction, ...): its first waiter gets it, or, with nobody waiting, python-redis-lock's
+/// waiters are signalled unless that was just done. Looked at from the timer.
+pub fn lock_freed(ctx: Ctx, name: &[u8]) {
+    // python-redis-lock's own release has just signalled: nothing left to do. (Reading here
+    // is fine; only writes must wait for the timer.)
+    if !has_waiters(ctx, name) && keys::signal_pending(ctx, name) {
+        return;
+    }
+    let lock = LockId::new(ctx.db(), name);
+    with(|s| s.core.schedule(&lock, Ctx::now_ms(), true));
+    rearm(ctx);
+}
+
+/// `lock:<name>` changed without the module (a new lease, a renewal): that matters only to a
+/// lock with waiters, whose lease end is looked at again.
+pub fn lock_changed(ctx: Ctx, name: &[u8]) {
+    let lock = LockId::new(ctx.db(), name);
+    let scheduled = with(|s| {
+        let waited_for = s.core.waiting() > 0 && s.core.has_waiters(&lock);
+        if waited_for {
+            s.core.schedule(&lock, Ctx::now_ms(), false);
+        }
+        waited_for
+    });
+    if scheduled {
+        rearm(ctx);
+    }
+}
+
+/// A flush, swap, reload or role change: look at every waited-for lock of `db` (None: all).
+pub fn databases_changed(ctx: Ctx, db: Option<i32>) {
+    with(|s| s.core.schedule_all(db, Ctx::now_ms()));
+    rearm(ctx);
+}
+
+/// The module timer fired: answer the waiters whose time is up and, unless writes are
+/// paused, perform every due look.
+pub fn timer_fired(ctx: Ctx) {
+    let now = Ctx::now_ms();
+    let primary = ctx.may_write();
+    let paused = primary && ctx.writes_paused();
+    let (timed_out, due) = with(|s| {
+        s.timer = None;
+        let due = if paused {
+            Vec::new()
+        } else {
+            s.core.take_due(now)
+        };
+        (s.core.take_timed_out(now), due)
+    });
+    for handle in timed_out {
+        redis::unblock(handle, Unblocked::Nil);
+    }
+    if primary && !paused {
+        for check in due {
+            look_at(ctx, check, now);
+        }
+    }
+    rearm(ctx);
+}
+
+/// One due look at a lock: hand a free lock to its first waiter (or signal python-redis-lock's
+/// waiters), take back a grant that never reached its client, or follow the holder's lease.
+fn look_at(ctx: Ctx, check: Check, now: i64) {
+    if !ctx.select_db(check.lock.db) {
+        return;
+    }
+    let name = &check.lock.name;
+    let key_name = keys::lock_key(name);
+    let Some(mut key) = Key::open(ctx, &key_name, true) else {
+        return;
+    };
+    match key.kind() {
+        Kind::Empty => {
+            let signal = check.signal_if_free && !keys::signal_pending(ctx, name);
+            hand_over_or_free(ctx, &mut key, name, &key_name, now, signal)
+        }
+        Kind::String => {
+            if check
+                .take_back
+                .as_deref()
+                .is_some_and(|t| keys::holds(&key, t))
+            {
+                hand_over_or_free(ctx, &mut key, name, &key_name, now, true);
+            } else if let Some(at) = key.expires_at() {
+                lease_changed(ctx, name, at);
+            }
+        }
+        Kind::Other => {}
+    }
+}
+
+// ---- the shared steps ----
+
+/// Whether module clients are queued for `name` in the selected database.
+fn has_waiters(ctx: Ctx, name: &[u8]) -> bool {
+    with(|s| s.core.waiting() > 0 && s.core.has_waiters(&LockId::new(ctx.db(), name)))
+}
+
+/// Block the calling client in `name`'s queue. `expires_at` is the holder's lease end, when
+/// the lock must be looked at again. False if Redis refused to block the client.
+fn wait(
+    ctx: Ctx,
+    name: &[u8],
+    token: &[u8],
+    ttl_ms: i64,
+    block_ms: i64,
+    expires_at: Option<i64>,
+) -> bool {
+    let Some(handle) = ctx.block() else {
+        return false;
+    };
+    let lock = LockId::new(ctx.db(), name);
+    // The clock has whole milliseconds: one more makes sure at least `block_ms` have passed.
+    let deadline = (block_ms > 0).then(|| later(Ctx::now_ms(), later(block_ms, 1)));
+    let client = ctx.client_id();
+    with(|s| {
+        s.core
+            .enqueue(&lock, handle, client, token, ttl_ms, deadline);
+        if let Some(at) = expires_at {
+            s.core.schedule(&lock, later(at, 1), false);
+        }
+    });
+    rearm(ctx);
+    true
+}
+
+/// The lease of held lock `name` now ends at `expires_at`: look again then if anyone waits.
+fn lease_changed(ctx: Ctx, name: &[u8], expires_at: i64) {
+    if with(|s| s.core.waiting() == 0) {
+        return;
+    }
+    let lock = LockId::new(ctx.db(), name);
+    with(|s| {
+        if s.core.has_waiters(&lock) {
+            s.core.schedule(&lock, later(expires_at, 1), false);
+        }
+    });
+    rearm(ctx);
+}
+
+/// The lock `name` (open as `key`, named `key_name`) is being let go: hand it straight to the
+/// first waiter (and every later waiter with the same token), with no moment in between at
+/// which another client could take it; with no waiter, delete it and, if `signal`, wake
+/// python-redis-lock's waiters.
+fn hand_over_or_free(
+    ctx: Ctx,
+    key: &mut Key,
+    name: &[u8],
+    key_name: &[u8],
+    now: i64,
+    signal: bool,
+) {
+    let (timed_out, grant) = with(|s| {
+        if s.core.waiting() == 0 {
+            return (Vec::new(), None);
+        }
+        // A waiter whose time is up is answered nil, not handed the lock.
+        let timed_out = s.core.take_timed_out(now);
+        (timed_out, s.core.pop_next(&LockId::new(ctx.db(), name)))
+    });
+    for handle in timed_out {
+        redis::unblock(handle, Unblocked::Nil);
+    }
+    match grant {
+        Some(grant) => {
+            let at = later(now, grant.ttl_ms);
+            keys::write_owner(ctx, key, key_name, &grant.token, at);
+            redis::unblock(grant.handle, Unblocked::Granted);
+            for handle in grant.also {
+                redis::unblock(handle, Unblocked::Granted);
+            }
+            lease_changed(ctx, name, at);
+        }
+        None => {
+            keys::delete(ctx, key, key_name);
+            if signal {
+                keys::signal(ctx, name, now);
+            }
+        }
+    }
+}
+
+/// Arm the module timer for the earliest due look or deadline, unless it already fires by
+/// then; stop it when nothing is due (so `MODULE UNLOAD` is possible).
+fn rearm(ctx: Ctx) {
+    let now = Ctx::now_ms();
+    let paused = ctx.writes_paused();
+    let (stop, arm) = with(|s| {
+        let check = s.core.next_check().map(|at| {
+            if paused {
+                at.max(later(now, PAUSE_POLL_MS))
+            } else {
+                at
+            }
+        });
+        let next = check.into_iter().chain(s.core.next_deadline()).min();
+        match (next, s.timer) {
+            (Some(at), Some((id, armed))) if at < armed => (Some(id), Some(at)),
+            (Some(at), None) => (None, Some(at)),
+            (None, Some((id, _))) => {
+                s.timer = None;
+                (Some(id), None)
+            }
+            _ => (None, None),
+        }
+    });
+    if let Some(id) = stop {
+        ctx.stop_timer(id);
+    }
+    if let Some(at) = arm {
+        let period = timer_period(now, at);
+        let id = ctx.create_timer(period);
+        with(|s| s.timer = Some((id, later(now, period))));
+    }
+}

@@ -1,0 +1,79 @@
+//! Commands run through the server itself (`RedisModule_Call`), where doing it by hand would
+//! get something wrong: `GET` leaves a value's encoding alone, `CLIENT UNBLOCK` is the server's.
+
+use std::ptr::{null, null_mut};
+
+use redis_module::raw;
+
+use super::{CmdError, CmdResult, Ctx, Reply};
+
+impl Ctx {
+    /// `GET key` through the server itself: the value as it is, without re-encoding it (reading
+    /// through `StringDMA` turns an int or embstr value into a raw string). `Ok(None)` for a
+    /// missing key; a key of another type is the server's `WRONGTYPE` error.
+    pub fn get(self, key: &[u8]) -> Result<Option<Vec<u8>>, CmdError> {
+        let reply = api!(RedisModule_Call(self.0, c"GET".as_ptr(), c"b".as_ptr(), key.as_ptr(), key.len()) else null_mut());
+        CallReply(reply).string_or_nil()
+    }
+
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` as the server itself runs it.
+    pub fn client_unblock(self, id: i64, error: bool) -> CmdResult {
+        let how = if error { c"ERROR" } else { c"TIMEOUT" };
+        let reply = api!(RedisModule_Call(self.0, c"CLIENT".as_ptr(), c"clc".as_ptr(),
+            c"UNBLOCK".as_ptr(), id as std::ffi::c_longlong, how.as_ptr()) else null_mut());
+        CallReply(reply).integer().map(Reply::Int)
+    }
+}
+
+/// A reply of `RedisModule_Call`, freed on drop.
+struct CallReply(*mut raw::RedisModuleCallReply);
+
+impl CallReply {
+    fn kind(&self) -> isize {
+        if self.0.is_null() {
+            return raw::REDISMODULE_REPLY_UNKNOWN;
+        }
+        api!(RedisModule_CallReplyType(self.0) else -1) as isize
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut len = 0usize;
+        let p = api!(RedisModule_CallReplyStringPtr(self.0, &mut len) else null());
+        if p.is_null() {
+            return Vec::new();
+        }
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec()
+    }
+
+    fn error(&self) -> CmdError {
+        let text = String::from_utf8_lossy(&self.bytes()).into_owned();
+        CmdError(if text.is_empty() {
+            "ERR the server refused the call".into()
+        } else {
+            text
+        })
+    }
+
+    fn string_or_nil(&self) -> Result<Option<Vec<u8>>, CmdError> {
+        match self.kind() {
+            raw::REDISMODULE_REPLY_STRING => Ok(Some(self.bytes())),
+            raw::REDISMODULE_REPLY_NULL => Ok(None),
+            _ => Err(self.error()),
+        }
+    }
+
+    fn integer(&self) -> Result<i64, CmdError> {
+        match self.kind() {
+            raw::REDISMODULE_REPLY_INTEGER => Ok(api!(RedisModule_CallReplyInteger(self.0) else 0)),
+            _ => Err(self.error()),
+        }
+    }
+}
+
+impl Drop for CallReply {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            api!(RedisModule_FreeCallReply(self.0) else ());
+        }
+    }
+}

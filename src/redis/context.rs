@@ -1,0 +1,204 @@
+//! The module context (`Ctx`): the running command's, a callback's or a timer's. Context
+//! flags, the clock, replies, replication as plain core commands, ACL checks, and a scan of
+//! the database's key names.
+
+use std::ffi::{c_int, c_void, CString};
+use std::ptr::null_mut;
+
+use redis_module::raw;
+
+use super::{log, string_bytes, CmdError, CmdResult, RString, Reply, ERR, OK};
+
+/// A module context: the running command's, a callback's or a timer's.
+#[derive(Clone, Copy)]
+pub struct Ctx(pub(super) *mut raw::RedisModuleCtx);
+
+impl Ctx {
+    /// Wall-clock time in milliseconds, the clock Redis compares expiry times with.
+    pub fn now_ms() -> i64 {
+        api!(RedisModule_Milliseconds() else 0)
+    }
+
+    fn flags(self) -> u32 {
+        api!(RedisModule_GetContextFlags(self.0) else 0) as u32
+    }
+
+    /// A primary that is not loading: the only state in which rlock writes keys.
+    pub fn may_write(self) -> bool {
+        let f = self.flags();
+        f & raw::REDISMODULE_CTX_FLAGS_MASTER != 0 && f & raw::REDISMODULE_CTX_FLAGS_LOADING == 0
+    }
+
+    /// Whether the running command may block its client (not in MULTI, a script or a function).
+    pub fn may_block(self) -> bool {
+        let f = self.flags();
+        let deny = raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING
+            | raw::REDISMODULE_CTX_FLAGS_MULTI
+            | raw::REDISMODULE_CTX_FLAGS_LUA;
+        f & deny == 0
+    }
+
+    /// Whether the server runs in cluster mode.
+    pub fn in_cluster(self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0
+    }
+
+    pub fn db(self) -> i32 {
+        api!(RedisModule_GetSelectedDb(self.0) else 0)
+    }
+
+    pub fn select_db(self, db: i32) -> bool {
+        api!(RedisModule_SelectDb(self.0, db) else ERR) == OK
+    }
+
+    /// Whether writes are paused (`CLIENT PAUSE WRITE|ALL`, `FAILOVER` waiting for its replica):
+    /// the server then keeps keys past their time in its dictionary and must not be written.
+    pub fn writes_paused(self) -> bool {
+        api!(RedisModule_AvoidReplicaTraffic() else 0) != 0
+    }
+
+    /// The server's id of the calling client (`CLIENT ID`).
+    pub fn client_id(self) -> u64 {
+        api!(RedisModule_GetClientId(self.0) else 0)
+    }
+
+    pub fn log_warning(self, msg: &str) {
+        log(self.0, "warning", msg);
+    }
+
+    pub(super) fn reply(self, reply: CmdResult) {
+        let c = self.0;
+        match reply {
+            Ok(Reply::Ok) => api!(RedisModule_ReplyWithSimpleString(c, c"OK".as_ptr()) else ERR),
+            Ok(Reply::Nil) => api!(RedisModule_ReplyWithNull(c) else ERR),
+            Ok(Reply::Int(n)) => api!(RedisModule_ReplyWithLongLong(c, n) else ERR),
+            Ok(Reply::Bulk(b)) => {
+                api!(RedisModule_ReplyWithStringBuffer(c, b.as_ptr().cast(), b.len()) else ERR)
+            }
+            Ok(Reply::Blocked) => OK,
+            Ok(Reply::Error(text)) | Err(CmdError(text)) => {
+                let text = CString::new(text.replace(['\0', '\r', '\n'], " ")).unwrap_or_default();
+                api!(RedisModule_ReplyWithError(c, text.as_ptr()) else ERR)
+            }
+        };
+    }
+
+    // ---- replication: plain core commands with absolute times ----
+
+    /// `SET key value PXAT at`
+    pub fn replicate_set_pxat(self, key: &[u8], value: &[u8], at: i64) {
+        api!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"bbcl".as_ptr(),
+            key.as_ptr(), key.len(), value.as_ptr(), value.len(), c"PXAT".as_ptr(), at) else ERR);
+    }
+
+    /// `PEXPIREAT key at`
+    pub fn replicate_pexpireat(self, key: &[u8], at: i64) {
+        api!(RedisModule_Replicate(self.0, c"PEXPIREAT".as_ptr(), c"bl".as_ptr(),
+            key.as_ptr(), key.len(), at) else ERR);
+    }
+
+    /// `DEL key`
+    pub fn replicate_del(self, key: &[u8]) {
+        api!(RedisModule_Replicate(self.0, c"DEL".as_ptr(), c"b".as_ptr(), key.as_ptr(), key.len()) else ERR);
+    }
+
+    /// `LPUSH key value`
+    pub fn replicate_lpush(self, key: &[u8], value: &[u8]) {
+        api!(RedisModule_Replicate(self.0, c"LPUSH".as_ptr(), c"bb".as_ptr(),
+            key.as_ptr(), key.len(), value.as_ptr(), value.len()) else ERR);
+    }
+
+    // ---- ACL ----
+
+    /// Whether the calling user may use `keys` (read them, and write them if `write`).
+    pub fn may_access(self, keys: &[&[u8]], write: bool) -> bool {
+        let Some(check) = (unsafe { raw::RedisModule_ACLCheckKeyPermissions }) else {
+            return true;
+        };
+        let mut flags = raw::REDISMODULE_CMD_KEY_ACCESS;
+        if write {
+            flags |= raw::REDISMODULE_CMD_KEY_INSERT
+                | raw::REDISMODULE_CMD_KEY_DELETE
+                | raw::REDISMODULE_CMD_KEY_UPDATE;
+        }
+        self.user_may(|user| {
+            keys.iter().all(|k| {
+                RString::new(self, k)
+                    .is_some_and(|k| unsafe { check(user, k.0, flags as c_int) } == OK)
+            })
+        })
+    }
+
+    /// Whether the calling user may run the command `args` (e.g. `["FLUSHDB"]`).
+    pub fn may_run(self, args: &[&[u8]]) -> bool {
+        let Some(check) = (unsafe { raw::RedisModule_ACLCheckCommandPermissions }) else {
+            return true;
+        };
+        let strings: Option<Vec<RString>> = args.iter().map(|a| RString::new(self, a)).collect();
+        let Some(strings) = strings else {
+            return false;
+        };
+        let mut argv: Vec<*mut raw::RedisModuleString> = strings.iter().map(|s| s.0).collect();
+        self.user_may(|user| unsafe { check(user, argv.as_mut_ptr(), argv.len() as c_int) } == OK)
+    }
+
+    /// Ask `allowed` about the calling user. True where the server has no ACL API, and for
+    /// the primary's link or the AOF (no user; Redis trusts them). Only inside a command:
+    /// timers and callbacks have no user.
+    fn user_may(self, allowed: impl FnOnce(*mut raw::RedisModuleUser) -> bool) -> bool {
+        let api = unsafe {
+            (
+                raw::RedisModule_GetCurrentUserName,
+                raw::RedisModule_GetModuleUserFromUserName,
+                raw::RedisModule_FreeModuleUser,
+            )
+        };
+        let (Some(get_name), Some(get_user), Some(free_user)) = api else {
+            return true;
+        };
+        let name = unsafe { get_name(self.0) };
+        if name.is_null() {
+            return true;
+        }
+        let user = unsafe { get_user(name) };
+        api!(RedisModule_FreeString(self.0, name) else ());
+        if user.is_null() {
+            return false;
+        }
+        let ok = allowed(user);
+        unsafe { free_user(user) };
+        ok
+    }
+
+    /// Every key name of the selected database that starts with `prefix`.
+    pub fn keys_with_prefix(self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        struct Found<'a> {
+            prefix: &'a [u8],
+            names: Vec<Vec<u8>>,
+        }
+        unsafe extern "C" fn each(
+            _ctx: *mut raw::RedisModuleCtx,
+            name: *mut raw::RedisModuleString,
+            _key: *mut raw::RedisModuleKey,
+            data: *mut c_void,
+        ) {
+            let found = unsafe { &mut *(data as *mut Found) };
+            let name = string_bytes(name);
+            if name.starts_with(found.prefix) {
+                found.names.push(name.to_vec());
+            }
+        }
+        let mut found = Found {
+            prefix,
+            names: Vec::new(),
+        };
+        let cursor = api!(RedisModule_ScanCursorCreate() else null_mut());
+        if cursor.is_null() {
+            return found.names;
+        }
+        let data = &mut found as *mut Found as *mut c_void;
+        while api!(RedisModule_Scan(self.0, cursor, Some(each), data) else 0) != 0 {}
+        api!(RedisModule_ScanCursorDestroy(cursor) else ());
+        found.names
+    }
+}

@@ -1,0 +1,189 @@
+//! What the module hears from the server: keyspace events, server events (flush, swapdb,
+//! loading, role change) and every command through a filter; the module options; the log of
+//! the paths taken at load.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ptr::null_mut;
+use std::sync::atomic::Ordering;
+
+use redis_module::raw;
+
+use super::key::ANNOUNCING;
+use super::{guard, handlers, log, string_bytes, Ctx, Handlers, ServerEvent, ERR, OK};
+
+unsafe extern "C" fn keyspace_cb(
+    ctx: *mut raw::RedisModuleCtx,
+    type_: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    let _ = type_;
+    if ANNOUNCING.load(Ordering::Relaxed) {
+        return OK; // rlock's own write: nothing to react to
+    }
+    let event = if event.is_null() {
+        &[][..]
+    } else {
+        unsafe { CStr::from_ptr(event) }.to_bytes()
+    };
+    if let Some(h) = handlers() {
+        guard(ctx, "keyspace event", || {
+            (h.key_event)(Ctx(ctx), string_bytes(key), event)
+        });
+    }
+    OK
+}
+
+/// Every command passes here first (about 200 instructions). `CLIENT UNBLOCK <id> [how]` of a
+/// client waiting in a LOCK.ACQUIRE becomes `<Handlers::unblock_command> <id> [how]`, which the
+/// module serves itself: the server cannot end these waits (no timeout callback), so no
+/// unblock of its own can race the module's. Filters run when a command is queued in MULTI too.
+unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    let argc = api!(RedisModule_CommandFilterArgsCount(fctx) else 0);
+    if !(3..=4).contains(&argc) {
+        return;
+    }
+    let arg =
+        |i: c_int| string_bytes(api!(RedisModule_CommandFilterArgGet(fctx, i) else null_mut()));
+    if !arg(0).eq_ignore_ascii_case(b"client") || !arg(1).eq_ignore_ascii_case(b"unblock") {
+        return;
+    }
+    // Only an id as the server itself would read it (no sign, no leading zeros): anything
+    // else is left to the server's own CLIENT UNBLOCK, which cannot end these waits.
+    let id_arg = arg(2);
+    if !matches!(id_arg.first(), Some(b'1'..=b'9')) {
+        return;
+    }
+    let Some(id) = std::str::from_utf8(id_arg)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let Some(h) = handlers() else {
+        return;
+    };
+    let mut ours = false;
+    guard(null_mut(), "command filter", || ours = (h.is_waiting)(id));
+    if !ours {
+        return;
+    }
+    let command = h.unblock_command.to_bytes();
+    let name = api!(RedisModule_CreateString(null_mut(), command.as_ptr().cast(), command.len()) else null_mut());
+    if name.is_null() {
+        return;
+    }
+    // The filter owns the strings it is given.
+    api!(RedisModule_CommandFilterArgReplace(fctx, 0, name) else ERR);
+    api!(RedisModule_CommandFilterArgDelete(fctx, 1) else ERR);
+}
+
+#[repr(C)]
+struct FlushInfo {
+    version: u64,
+    sync: i32,
+    dbnum: i32,
+}
+
+#[repr(C)]
+struct SwapDbInfo {
+    version: u64,
+    first: i32,
+    second: i32,
+}
+
+unsafe extern "C" fn server_event_cb(
+    ctx: *mut raw::RedisModuleCtx,
+    eid: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
+    let event = match eid.id {
+        raw::REDISMODULE_EVENT_FLUSHDB
+            if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_END && !data.is_null() =>
+        {
+            let db = unsafe { (*(data as *const FlushInfo)).dbnum };
+            ServerEvent::Flushed((db >= 0).then_some(db))
+        }
+        raw::REDISMODULE_EVENT_SWAPDB if !data.is_null() => {
+            let info = unsafe { &*(data as *const SwapDbInfo) };
+            ServerEvent::Swapped(info.first, info.second)
+        }
+        raw::REDISMODULE_EVENT_LOADING if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED => {
+            ServerEvent::Loaded
+        }
+        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED => ServerEvent::RoleChanged,
+        _ => return,
+    };
+    if let Some(h) = handlers() {
+        guard(ctx, "server event", || (h.server_event)(Ctx(ctx), event));
+    }
+}
+
+/// Log at load which of the APIs that differ between servers this one offers, and so which
+/// paths rlock takes on it.
+pub fn log_features(ctx: &redis_module::Context) {
+    let has = |present: bool| if present { "yes" } else { "no (skipped)" };
+    let (docs, categories, acl, pause) = unsafe {
+        (
+            { raw::RedisModule_SetCommandInfo }.is_some(),
+            { raw::RedisModule_SetCommandACLCategories }.is_some(),
+            { raw::RedisModule_ACLCheckKeyPermissions }.is_some(),
+            { raw::RedisModule_AvoidReplicaTraffic }.is_some(),
+        )
+    };
+    log(
+        ctx.ctx,
+        "notice",
+        &format!(
+            "rlock: COMMAND DOCS: {}; ACL categories on LOCK.RESETALL/LOCK.UNBLOCK: {}; \
+             ACL checks on lock:<name>: {}; writes held back while paused (AvoidReplicaTraffic): {}",
+            has(docs),
+            has(categories),
+            has(acl),
+            has(pause)
+        ),
+    );
+}
+
+/// Install `handlers` and subscribe them to the keyspace events (every class that can end a
+/// lock), the server events (flush, swapdb, loading, role change), and `CLIENT UNBLOCK` of
+/// waiters (the command filter). Modified keys are announced explicitly (`Key::touched`), so
+/// that opening a key without writing it changes nothing for `WATCH` or client-side caching.
+pub fn subscribe(ctx: &redis_module::Context, handlers: Handlers) -> bool {
+    super::install(handlers);
+    let ctx = ctx.ctx;
+    api!(RedisModule_SetModuleOptions(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int) else ());
+    let filter = api!(RedisModule_RegisterCommandFilter(ctx, Some(filter_cb),
+        raw::REDISMODULE_CMDFILTER_NOSELF as c_int) else null_mut());
+    if filter.is_null() {
+        return false;
+    }
+    // Freeing a lock is a generic event (del, rename, move), an expiry or an eviction; a
+    // string event (SET) can only take a free lock or change a held one's lease, which the
+    // look at the old lease's end finds anyway.
+    let types = raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_EXPIRED
+        | raw::REDISMODULE_NOTIFY_EVICTED;
+    if api!(RedisModule_SubscribeToKeyspaceEvents(ctx, types, Some(keyspace_cb)) else ERR) != OK {
+        return false;
+    }
+    for id in [
+        raw::REDISMODULE_EVENT_FLUSHDB,
+        raw::REDISMODULE_EVENT_SWAPDB,
+        raw::REDISMODULE_EVENT_LOADING,
+        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+    ] {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
+        if api!(RedisModule_SubscribeToServerEvent(ctx, event, Some(server_event_cb)) else ERR)
+            != OK
+        {
+            log(
+                ctx,
+                "warning",
+                &format!("rlock: server event {id} not available"),
+            );
+        }
+    }
+    true
+}
