@@ -71,8 +71,13 @@ mkdir -p "$out"
 i=0
 for server in "${servers[@]}"; do
     i=$((i + 1))
+    # The folder's name (redis-7.2.6), or for .../bin/<binary> the one above it and the binary's.
     name="$(basename "$(dirname "$server")")"
-    [[ $name == . || $name == / ]] && name="$(basename "$server")"
+    if [[ $name == bin ]]; then
+        name="$(basename "$(dirname "$(dirname "$server")")")-$(basename "$server")"
+    elif [[ $name == . || $name == / ]]; then
+        name="$(basename "$server")"
+    fi
     dir="$out/$i-${name//[^A-Za-z0-9._-]/_}"
     mkdir -p "$dir"
     echo "$server" >"$dir/server"
@@ -172,19 +177,21 @@ def python(d):
         if os.path.exists(os.path.join(d, "python.rc")):
             return 0, 1, [("pytest", "no junit xml: " + (read(os.path.join(d, "python.log")).strip().splitlines() or ["?"])[-1])]
         return None
-    passed = failed = 0
-    fails = []
+    # A test that fails and then errors in teardown has two <testcase> entries: count it once.
+    results = {}
     for case in ET.parse(path).iter("testcase"):
+        key = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
         bad = case.find("failure")
         if bad is None:
             bad = case.find("error")
         if bad is not None:
-            failed += 1
-            mod = case.get("classname", "").rsplit(".", 1)[-1]
             msg = (bad.get("message") or (bad.text or "")).strip().splitlines()
-            fails.append((f"{mod}::{case.get('name')}", (msg[0] if msg else "")[:160]))
+            if results.get(key) is None:
+                results[key] = (msg[0] if msg else "")[:160]
         elif case.find("skipped") is None:
-            passed += 1
+            results.setdefault(key, None)
+    fails = [(k, why) for k, why in results.items() if why is not None]
+    passed, failed = len(results) - len(fails), len(fails)
     rc = read(os.path.join(d, "python.rc")).strip()
     if rc not in ("", "0") and failed == 0:
         failed += 1
