@@ -103,9 +103,14 @@ struct Waiter {
 struct Queue<H> {
     order: VecDeque<(H, u64)>,
     live: usize,
-    /// How many live waiters hold each token that more than one of them holds: only then is
-    /// the queue searched for the others when one of them is served.
-    shared_tokens: HashMap<Box<[u8]>, usize>,
+    /// How many live waiters hold a token, by the token's hash: when one is served and others
+    /// may hold its token, and only then, the queue is searched for them.
+    tokens: HashMap<u64, u32>,
+}
+
+fn token_hash(token: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(token)
 }
 
 struct Pending {
@@ -166,19 +171,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         let queue = self.queues.entry(lock.clone()).or_insert_with(|| Queue {
             order: VecDeque::new(),
             live: 0,
-            shared_tokens: HashMap::new(),
+            tokens: HashMap::new(),
         });
         queue.order.push_back((handle, seq));
         queue.live += 1;
-        let waiters = &self.waiters;
-        let holders = queue.order.len() > 1
-            && (queue.shared_tokens.contains_key(token)
-                || queue.order.iter().any(
-                    |(h, s)| matches!(waiters.get(h), Some(w) if w.seq == *s && *w.token == *token),
-                ));
-        if holders {
-            *queue.shared_tokens.entry(token.into()).or_insert(1) += 1;
-        }
+        *queue.tokens.entry(token_hash(token)).or_insert(0) += 1;
         self.clients.insert(client, handle);
         self.waiters.insert(
             handle,
@@ -239,12 +236,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
                 break handle;
             }
         };
-        let shared = self.queues.get(lock).is_some_and(|q| {
-            self.waiters
-                .get(&handle)
-                .is_some_and(|w| q.shared_tokens.contains_key(&w.token))
-        });
         let waiter = self.take_waiter(handle)?;
+        let shared = self
+            .queues
+            .get(lock)
+            .is_some_and(|q| q.tokens.contains_key(&token_hash(&waiter.token)));
         let mut grant = Grant {
             handle,
             token: waiter.token.clone(),
@@ -324,10 +320,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         if let Some(queue) = self.queues.get_mut(&waiter.lock) {
             queue.live -= 1;
             empty = queue.live == 0;
-            if let Some(n) = queue.shared_tokens.get_mut(&waiter.token) {
+            let hash = token_hash(&waiter.token);
+            if let Some(n) = queue.tokens.get_mut(&hash) {
                 *n -= 1;
-                if *n <= 1 {
-                    queue.shared_tokens.remove(&waiter.token);
+                if *n == 0 {
+                    queue.tokens.remove(&hash);
                 }
             }
         }
