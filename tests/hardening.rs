@@ -221,9 +221,9 @@ fn a_waiter_behind_the_longest_lease_does_not_hang_the_server() {
     t.ping("after the hand-over");
 }
 
-/// A lock without a lease: only the waiter's own BLOCK time is ever scheduled. `MAX_BLOCK_MS`
-/// + 1 is 2^61 ms, which in µs is exactly 0 modulo 2^64, so it may "only" spin the server;
-/// a second less wraps to a moment just past and hangs it for good.
+/// A lock without a lease: only the waiter's own BLOCK time is ever scheduled.
+/// `MAX_BLOCK_MS + 1` is 2^61 ms, which in µs is exactly 0 modulo 2^64, so it may "only" spin
+/// the server; a second less wraps to a moment just past and hangs it for good.
 #[test]
 fn the_longest_blocks_do_not_hang_the_server() {
     let s = Server::start();
