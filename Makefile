@@ -5,7 +5,7 @@
 #                runs even if one fails; fails if any failed). REDIS_SERVER=path to use another server
 #   make test-matrix SERVERS="path1 path2 ..."   the whole suite against each server, then a
 #                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8)
-#   make bench   the benchmark (examples/bench.rs), once there is one
+#   make bench   the benchmark (examples/bench/), once there is one
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make build | fmt | clippy | clean
 #   make valgrind  the Rust integration suites with every redis-server under valgrind (docs/valgrind.md)
@@ -54,11 +54,11 @@ test-matrix:
 bench:
 	scripts/setup.sh --python
 	$(CARGO) build --release
-	@if [[ -f examples/bench.rs ]]; then \
+	@if [[ -f examples/bench/main.rs ]]; then \
 		echo "$(CARGO) run --release --example bench"; \
 		$(CARGO) run --release --example bench; \
 	else \
-		echo "no benchmark yet (examples/bench.rs)"; \
+		echo "no benchmark yet (examples/bench/main.rs)"; \
 	fi
 
 # Uses the release build as it is (run `make build` first); report in target/stress-report.json.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The real python-redis-lock library under contention, for `make bench` (examples/bench.rs).
+"""The real python-redis-lock library under contention, for `make bench` (examples/bench/).
 
 N threads, one redis connection each, take and release one lock in a loop with
 `redis_lock.Lock(conn, name, expire=...)`, holding it `--hold-ms` each time. After a warm-up the

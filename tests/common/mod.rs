@@ -224,6 +224,11 @@ impl Server {
         self.child.id()
     }
 
+    /// The unix socket's path, for a server started without `tcp`.
+    pub fn unix_socket(&self) -> Option<PathBuf> {
+        self.port.is_none().then(|| self.dir.join("redis.sock"))
+    }
+
     /// Kill -9 the server, leaving its files (for restart tests).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,104 @@
+//! The targets of issue 3, each judged against the measured figures: the report's last table.
+
+use crate::protocols::Proto;
+use crate::report::{ratio, verdict, Report, Results, Table};
+use crate::stats::median;
+use crate::workloads::contended::REAL_PYTHON;
+
+/// The targets table; it needs every workload's results, so only a full run has it.
+pub fn report_targets(r: &Results, report: &mut Report) {
+    let mut t = Table::new(&["target", "measured", "result"]);
+    for pipelined in [false, true] {
+        let mode = if pipelined {
+            "pipelined"
+        } else {
+            "one at a time"
+        };
+        let rl = r.unc(Proto::Rlock, pipelined).server_us;
+        let py = r.unc(Proto::PyLock, pipelined).server_us;
+        let fl = r.unc(Proto::Floor, pipelined).server_us;
+        t.row(vec![
+            format!("uncontended server time ≤ 0.3× python-redis-lock ({mode})"),
+            format!("{rl:.2} / {py:.2} µs = {}", ratio(rl / py)),
+            verdict(rl / py <= 0.3, "limit 0.30×".into()),
+        ]);
+        t.row(vec![
+            format!("uncontended server time ≤ 2× floor ({mode})"),
+            format!("{rl:.2} / {fl:.2} µs = {}", ratio(rl / fl)),
+            verdict(rl / fl <= 2.0, "limit 2.00×".into()),
+        ]);
+    }
+    let c8 = |who: &str| {
+        r.con
+            .iter()
+            .find(|c| c.clients == 8 && c.hold_ms == 0 && c.who == who)
+    };
+    let r8 = c8(Proto::Rlock.label()).unwrap();
+    let ratios: Vec<f64> = r.repeats.iter().map(|(rl, py)| rl / py).collect();
+    let median = median(ratios.clone());
+    let each: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+    t.row(vec![
+        "8 clients, hold 0: acq/s ≥ 3× python-redis-lock (protocol)".into(),
+        format!(
+            "median {} of {} alternating runs ({})",
+            ratio(median),
+            ratios.len(),
+            each.join(", ")
+        ),
+        verdict(median >= 3.0, "limit 3.00×".into()),
+    ]);
+    if let Some(p8) = c8(REAL_PYTHON) {
+        t.row(vec![
+            "8 clients, hold 0: acq/s ≥ 3× python-redis-lock (real library)".into(),
+            format!(
+                "{:.0} / {:.0} = {}",
+                r8.acq_per_sec,
+                p8.acq_per_sec,
+                ratio(r8.acq_per_sec / p8.acq_per_sec)
+            ),
+            verdict(r8.acq_per_sec >= 3.0 * p8.acq_per_sec, "limit 3.00×".into()),
+        ]);
+    }
+    t.row(vec![
+        "8 clients, hold 0: ≤ 2.05 commands per acquisition".into(),
+        format!("{:.3}", r8.cmds_per_acq),
+        verdict(r8.cmds_per_acq <= 2.05, "limit 2.05".into()),
+    ]);
+    let fair = r8.min_per_client as f64 / r8.max_per_client as f64;
+    t.row(vec![
+        "8 clients, hold 0: min ≥ 0.8× max acquisitions per client".into(),
+        format!("{}/{} = {fair:.3}", r8.min_per_client, r8.max_per_client),
+        verdict(fair >= 0.8, "limit 0.80".into()),
+    ]);
+    let rex = r.expiry[0].1.q(0.99);
+    t.row(vec![
+        "expiry handoff p99 ≤ 5 ms after the deadline (rlock waiter)".into(),
+        format!("{rex:.1} ms"),
+        verdict(rex <= 5.0, "limit 5 ms".into()),
+    ]);
+    let (one, many) = (&r.costs[0], &r.costs[1]);
+    let rel = many.release_us / one.release_us;
+    t.row(vec![
+        format!("release cost, {} vs 1 waiter queued ≤ 1.5×", many.queued),
+        format!(
+            "{:.2} / {:.2} µs = {}",
+            many.release_us,
+            one.release_us,
+            ratio(rel)
+        ),
+        verdict(rel <= 1.5, "limit 1.50×".into()),
+    ]);
+    let m = r.mem.as_ref().unwrap();
+    let n = m.waiters;
+    let own = m.lock.own(n).unwrap();
+    t.row(vec![
+        "module memory per blocked waiter ≤ 256 B beyond what Redis keeps per client".into(),
+        format!(
+            "{own:.0} B (module queue entry + Redis's blocked handle); Redis's temp clients: {:.0} B; BLPOP waiter: {:.0} B",
+            m.lock.pooled(n),
+            m.blpop.released(n)
+        ),
+        verdict(own <= 256.0, "limit 256 B".into()),
+    ]);
+    report.section("Targets (issue 3)", "", &t);
+}

@@ -1,0 +1,8 @@
+//! The workloads, one module each; each runs against the one server and returns its figures
+//! for the report.
+
+pub mod contended;
+pub mod expiry;
+pub mod memory;
+pub mod release;
+pub mod uncontended;

@@ -1,0 +1,120 @@
+//! Workload 1, uncontended: acquire+release cycles on distinct names, pipelined and not. Server
+//! time per cycle from `INFO commandstats` (top-level commands only), server CPU from
+//! /proc/<pid>/stat; each figure the median of `UNCONTENDED_ROUNDS` rounds over all rows.
+
+use std::time::Instant;
+
+use redis::Value;
+
+use crate::common::Server;
+use crate::protocols::{Client, Proto, Shas, PROTOS};
+use crate::server::{commandstats, reset_stats, ServerExt};
+use crate::stats::median;
+use crate::{secs, PIPELINE_CYCLES, TTL_SECS, UNCONTENDED_ROUNDS, UNCONTENDED_SECS, WARMUP_SECS};
+
+pub struct Uncontended {
+    pub proto: Proto,
+    pub pipelined: bool,
+    /// Cycles per second as the client saw them.
+    pub cycles_per_sec: f64,
+    /// Server time per cycle (commandstats), µs.
+    pub server_us: f64,
+    /// Server CPU time per cycle, µs.
+    pub cpu_us: f64,
+}
+
+/// Every protocol (and the bare commands on lock keys), one at a time then pipelined, in
+/// `UNCONTENDED_ROUNDS` rounds; per row the median of the rounds.
+pub fn run(server: &Server, shas: &Shas) -> Vec<Uncontended> {
+    let mut rounds: Vec<Vec<Uncontended>> = Vec::new();
+    for _ in 0..UNCONTENDED_ROUNDS {
+        let mut round = Vec::new();
+        for pipelined in [false, true] {
+            for p in PROTOS.into_iter().chain([Proto::FloorOnLockKeys]) {
+                round.push(uncontended(server, shas, p, pipelined));
+            }
+        }
+        rounds.push(round);
+    }
+    median_uncontended(&rounds)
+}
+
+/// One row: a warm-up, then `UNCONTENDED_SECS` of cycles on a fresh keyspace.
+fn uncontended(server: &Server, shas: &Shas, proto: Proto, pipelined: bool) -> Uncontended {
+    let mut admin = server.conn();
+    let mut c = Client::new(server, proto, shas, 0, TTL_SECS);
+    let tag = if pipelined { "p" } else { "s" };
+    let mut i = 0usize;
+    let batch = |c: &mut Client, i: &mut usize| -> usize {
+        if pipelined {
+            let mut pipe = redis::pipe();
+            for _ in 0..PIPELINE_CYCLES {
+                let name = format!("u{tag}-{}-{i}", proto as u8);
+                pipe.add_command(c.try_cmd(&name));
+                pipe.add_command(c.release_cmd(&name));
+                *i += 1;
+            }
+            let replies: Vec<Value> = pipe.query(&mut c.con).unwrap();
+            for pair in replies.chunks(2) {
+                assert_eq!(pair[0], Value::Okay);
+                assert_eq!(pair[1], c.released());
+            }
+            PIPELINE_CYCLES
+        } else {
+            let name = format!("u{tag}-{}-{i}", proto as u8);
+            c.acquire(&name);
+            c.release(&name);
+            *i += 1;
+            1
+        }
+    };
+    // Start from an empty keyspace: the previous run's `lock-signal:*` lists (1 s TTL) would
+    // still be expiring.
+    redis::cmd("FLUSHALL").exec(&mut admin).unwrap();
+    let warm = Instant::now();
+    while warm.elapsed() < secs(WARMUP_SECS) {
+        batch(&mut c, &mut i);
+    }
+    reset_stats(&mut admin);
+    let cpu0 = server.cpu_secs();
+    let t0 = Instant::now();
+    let mut cycles = 0;
+    while t0.elapsed() < secs(UNCONTENDED_SECS) {
+        cycles += batch(&mut c, &mut i);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_secs() - cpu0;
+    let stats = commandstats(&mut admin);
+    let usec: u64 = proto
+        .top_level()
+        .iter()
+        .map(|cmd| {
+            let (calls, usec) = stats[*cmd];
+            assert_eq!(calls as usize, cycles, "{cmd} calls");
+            usec
+        })
+        .sum();
+    Uncontended {
+        proto,
+        pipelined,
+        cycles_per_sec: cycles as f64 / elapsed,
+        server_us: usec as f64 / cycles as f64,
+        cpu_us: cpu * 1e6 / cycles as f64,
+    }
+}
+
+/// Per protocol and mode, the median of each figure over the rounds.
+fn median_uncontended(rounds: &[Vec<Uncontended>]) -> Vec<Uncontended> {
+    let mid = |f: &dyn Fn(&Uncontended) -> f64, i: usize| {
+        median(rounds.iter().map(|round| f(&round[i])).collect())
+    };
+    (0..rounds[0].len())
+        .map(|i| Uncontended {
+            proto: rounds[0][i].proto,
+            pipelined: rounds[0][i].pipelined,
+            cycles_per_sec: mid(&|u| u.cycles_per_sec, i),
+            server_us: mid(&|u| u.server_us, i),
+            cpu_us: mid(&|u| u.cpu_us, i),
+        })
+        .collect()
+}
