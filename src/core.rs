@@ -92,8 +92,8 @@ struct Waiter {
     lock: Arc<LockId>,
     token: Box<[u8]>,
     ttl_ms: i64,
-    /// When its BLOCK time runs out (`None`: never).
-    deadline: Option<i64>,
+    /// When its BLOCK time runs out (`i64::MAX`: never).
+    deadline: i64,
     /// The server's id of the waiting client (`CLIENT UNBLOCK <id>` finds it by this).
     client: u64,
 }
@@ -105,12 +105,13 @@ struct Queue<H> {
     live: usize,
     /// How many live waiters hold a token, by the token's hash: when one is served and others
     /// may hold its token, and only then, the queue is searched for them.
-    tokens: HashMap<u64, u32>,
+    tokens: HashMap<u32, u32>,
 }
 
-fn token_hash(token: &[u8]) -> u64 {
+/// 32 bits of a token's hash: a collision only costs a search that finds nobody.
+fn token_hash(token: &[u8]) -> u32 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(token)
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(token) as u32
 }
 
 struct Pending {
@@ -184,7 +185,7 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
                 lock,
                 token: token.into(),
                 ttl_ms,
-                deadline,
+                deadline: deadline.unwrap_or(i64::MAX),
                 client,
             },
         );
@@ -310,8 +311,8 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
     /// queue itself goes when its last live waiter does).
     fn take_waiter(&mut self, handle: H) -> Option<Waiter> {
         let waiter = self.waiters.remove(&handle)?;
-        if let Some(at) = waiter.deadline {
-            self.deadlines.remove(&(at, handle));
+        if waiter.deadline != i64::MAX {
+            self.deadlines.remove(&(waiter.deadline, handle));
         }
         if self.clients.get(&waiter.client) == Some(&handle) {
             self.clients.remove(&waiter.client);
