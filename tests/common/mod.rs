@@ -5,6 +5,8 @@
 //! `redis-server` from `PATH`.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
