@@ -48,6 +48,15 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     f(&mut state)
 }
 
+/// Drop every waiter, look and timer record, and their memory (the module is being unloaded:
+/// the server has made sure no client is blocked and no timer armed).
+pub fn forget_everything() {
+    with(|s| {
+        s.core = Core::new();
+        s.timer = None;
+    });
+}
+
 // ---- commands ----
 
 /// `LOCK.ACQUIRE`: take a free lock, renew one `token` holds, or wait in line (`block_ms`:
