@@ -8,7 +8,8 @@
 #   scripts/valgrind.sh --scan DIR         only scan the logs of an earlier run
 #
 # Knobs (environment):
-#   SUITES                  test files under tests/ to run (default: commands blocking replication model)
+#   SUITES                  test files under tests/ to run (default: commands blocking replication model
+#                           replies defects hardening)
 #   VALGRIND_OUT            where logs and the report go (default: target/valgrind)
 #   RLOCK_TEST_DEADLINE_SECS  the harness's deadline for every wait (default here: 120)
 #   TEST_THREADS            cargo test --test-threads (default: 1)
@@ -144,7 +145,7 @@ if ! command -v valgrind >/dev/null; then
     $SUDO apt-get install -y valgrind || { $SUDO apt-get update && $SUDO apt-get install -y valgrind; }
 fi
 
-SUITES=${SUITES:-"commands blocking replication model"}
+SUITES=${SUITES:-"commands blocking replication model replies defects hardening"}
 export RLOCK_TEST_DEADLINE_SECS=${RLOCK_TEST_DEADLINE_SECS:-120}
 export RLOCK_MODEL_SEEDS=${RLOCK_MODEL_SEEDS:-20}
 export RLOCK_MODULE=${RLOCK_MODULE:-$ROOT/target/release/librlock.so}
