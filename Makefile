@@ -4,6 +4,7 @@
 #   make test    Rust unit + integration tests, then the Python interop tests
 #   make bench   the benchmark (examples/bench.rs), once there is one
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
+#   make chaos   the chaos test (tests/chaos.rs) at length, CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3
 #   make build | fmt | clippy | clean
 #   make valgrind  the Rust integration suites with every redis-server under valgrind (docs/valgrind.md)
 
@@ -20,7 +21,7 @@ export RLOCK_MODULE := $(MODULE)
 PORT ?= 6379
 ARGS ?=
 
-.PHONY: build run test bench stress fmt clippy clean distclean valgrind
+.PHONY: build run test bench stress chaos fmt clippy clean distclean valgrind
 
 build:
 	$(CARGO) build --release
@@ -52,6 +53,14 @@ stress:
 	@test -f $(MODULE) || { echo "no $(MODULE): run 'make build' first" >&2; exit 1; }
 	.venv/bin/python scripts/stress.py --seconds $(STRESS_SECONDS) --module $(MODULE) \
 		--json target/stress-report.json $(STRESS_ARGS)
+
+# `make test` runs tests/chaos.rs briefly (1000 steps per seed); this is the long run.
+CHAOS_STEPS ?= 20000
+CHAOS_SEEDS ?= 3
+chaos:
+	$(CARGO) build --release
+	RLOCK_CHAOS_STEPS=$(CHAOS_STEPS) RLOCK_CHAOS_SEEDS=$(CHAOS_SEEDS) \
+		$(CARGO) test --release --test chaos -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all
