@@ -22,9 +22,13 @@
 //!   lease of under 5 s) was sent since its command;
 //! - no reply overdue: a command that does not wait is answered within `SLACK`, a wait with a
 //!   BLOCK time within BLOCK + `SLACK`;
-//! - at the end (unpause, then `LOCK.RESETALL` and `FLUSHALL` until nobody waits), every
-//!   outstanding command is answered within `DEADLINE`, every connection still answers PING,
-//!   no client is blocked, and the server's log has no assertion, crash or module panic.
+//! - no lost wake-up: a waiter's lock is not free at every check for `LOST_WAKEUP`, nor for
+//!   `LOST_WAKEUP_QUIET` in a quiet moment (a step that only reads replies for a while: on a
+//!   busy lock the next acquire would serve the queue and hide a lost wake-up);
+//! - at the end (unpause, a quiet moment, then `LOCK.RESETALL` and `FLUSHALL` until nobody
+//!   waits), every outstanding command is answered within `DEADLINE`, every connection still
+//!   answers PING, no client is blocked, and the server's log has no assertion, crash or
+//!   module panic.
 //!
 //! Steps: `LOCK.ACQUIRE` with and without BLOCK (0, 5-50 ms, long, the largest), boundary
 //! TTLs (1, the largest), RELEASE/RENEW by owner and non-owner, OWNER; binary names and
@@ -244,6 +248,12 @@ enum Kind {
         target: u64,
         error: bool,
     },
+    /// `CLIENT UNBLOCK` of a client that waits for nothing: 0.
+    Zero,
+    /// A command queued in MULTI.
+    Queued,
+    /// EXEC: an array of the queued commands' replies, each of its kind.
+    Exec(Vec<Kind>),
     Pong,
     Okay,
     Int,
@@ -699,6 +709,38 @@ impl Chaos {
                 }
             }
             Kind::Any => {}
+            Kind::Zero => {
+                if *v != V::Int(0) {
+                    bad(
+                        self,
+                        "CLIENT UNBLOCK of a client that waits for nothing replies 0",
+                    );
+                }
+            }
+            Kind::Queued => {
+                if *v != V::Status(b"QUEUED".to_vec()) {
+                    bad(self, "expected +QUEUED");
+                }
+            }
+            Kind::Exec(kinds) => {
+                let V::Array(Some(items)) = v else {
+                    bad(self, "EXEC replies an array")
+                };
+                if items.len() != kinds.len() {
+                    bad(self, "EXEC replies one reply per queued command");
+                }
+                for (item, kind) in items.iter().zip(kinds) {
+                    let inner = Expect {
+                        seq: e.seq,
+                        step: e.step,
+                        sent: e.sent,
+                        text: format!("{} (in EXEC)", e.text),
+                        kind: kind.clone(),
+                        keep: false,
+                    };
+                    self.check_reply(c, &inner, item);
+                }
+            }
             Kind::Invalid => {
                 if !matches!(v, V::Error(_)) {
                     bad(self, "a malformed call must get an error");
@@ -1084,7 +1126,21 @@ impl Chaos {
             785..=869 => self.pipeline(db, lock),
             870..=872 => self.demotion(),
             873..=875 => self.quiet(),
-            876..=939 => self.sleep(),
+            876..=895 => self.in_multi_or_script(db, lock),
+            896..=903 => self.odd_unblock(),
+            904..=913 => self.rename_move_copy(db, lock),
+            914..=916 => {
+                self.query(0, args(&[b"CLIENT", b"UNPAUSE"]), Kind::Okay);
+            }
+            917..=919 => {
+                let secs: &[u8] = self.pick(&[b"0".as_slice(), b"0.01", b"0.03", b"0.05"]);
+                self.query(0, args(&[b"DEBUG", b"SLEEP", secs]), Kind::Okay);
+            }
+            920..=922 => {
+                let on: &[u8] = self.pick(&[b"0".as_slice(), b"1"]);
+                self.query(0, args(&[b"DEBUG", b"SET-ACTIVE-EXPIRE", on]), Kind::Okay);
+            }
+            923..=939 => self.sleep(),
             _ => self.idle_ping_or_close(),
         }
     }
@@ -1332,8 +1388,15 @@ impl Chaos {
 
     fn foreign_del(&mut self, db: usize, lock: usize) {
         self.foreign(Some(db), Some(lock));
-        let how: &[u8] = self.pick(&[b"DEL".as_slice(), b"UNLINK"]);
-        self.query(db, args(&[how, &Self::lock_key(lock)]), Kind::Int);
+        let key = Self::lock_key(lock);
+        let a = match self.rng.random_range(0..5) {
+            0 => args(&[b"DEL", &key]),
+            1 => args(&[b"UNLINK", &key]),
+            2 => args(&[b"GETDEL", &key]),
+            3 => args(&[b"PEXPIREAT", &key, b"1"]),
+            _ => args(&[b"EXPIRE", &key, b"-1"]),
+        };
+        self.query(db, a, Kind::Any);
     }
 
     fn set_forever(&mut self, db: usize, lock: usize) {
@@ -1448,16 +1511,16 @@ impl Chaos {
     fn unblock_args(&mut self, c: usize) -> (Vec<Vec<u8>>, Kind) {
         let (target, _, _) = self.conns[c].unblock_target().unwrap();
         let id = self.conns[c].id.to_string();
+        let (client, unblock, timeout, err): (&[u8], &[u8], &[u8], &[u8]) =
+            if self.rng.random_bool(0.8) {
+                (b"CLIENT", b"UNBLOCK", b"TIMEOUT", b"ERROR")
+            } else {
+                (b"client", b"Unblock", b"timeout", b"error")
+            };
         let (a, error) = match self.rng.random_range(0..3) {
-            0 => (args(&[b"CLIENT", b"UNBLOCK", id.as_bytes()]), false),
-            1 => (
-                args(&[b"CLIENT", b"UNBLOCK", id.as_bytes(), b"TIMEOUT"]),
-                false,
-            ),
-            _ => (
-                args(&[b"CLIENT", b"UNBLOCK", id.as_bytes(), b"ERROR"]),
-                true,
-            ),
+            0 => (args(&[client, unblock, id.as_bytes()]), false),
+            1 => (args(&[client, unblock, id.as_bytes(), timeout]), false),
+            _ => (args(&[client, unblock, id.as_bytes(), err]), true),
         };
         self.unblock_sent.entry(target).or_default().push(error);
         (a, Kind::Unblock { target, error })
@@ -1473,6 +1536,130 @@ impl Chaos {
         let c = self.pick(&waiting);
         let (a, kind) = self.unblock_args(c);
         self.query(0, a, kind);
+    }
+
+    /// `CLIENT UNBLOCK` of a client that waits for nothing (0), or a waiter's id in a form the
+    /// server does not read as an id (its error or 0; the waiter must go on waiting).
+    fn odd_unblock(&mut self) {
+        let idle: Vec<usize> = (DBS..self.conns.len())
+            .filter(|c| self.conns[*c].idle())
+            .collect();
+        let waiting = self.waiting_clients();
+        if self.rng.random_bool(0.5) && !idle.is_empty() {
+            let c = self.pick(&idle);
+            let id = self.conns[c].id.to_string();
+            let how: &[u8] = self.pick(&[b"TIMEOUT".as_slice(), b"ERROR"]);
+            self.query(
+                0,
+                args(&[b"CLIENT", b"UNBLOCK", id.as_bytes(), how]),
+                Kind::Zero,
+            );
+        } else if !waiting.is_empty() && self.may_unblock() {
+            let c = self.pick(&waiting);
+            let id = self.conns[c].id;
+            let a = match self.rng.random_range(0..6) {
+                0 => args(&[b"CLIENT", b"UNBLOCK", format!("0{id}").as_bytes()]),
+                1 => args(&[b"CLIENT", b"UNBLOCK", format!("+{id}").as_bytes()]),
+                2 => args(&[b"CLIENT", b"UNBLOCK", format!(" {id}").as_bytes()]),
+                3 => args(&[b"CLIENT", b"UNBLOCK", format!("-{id}").as_bytes()]),
+                4 => args(&[b"CLIENT", b"UNBLOCK", format!("{id}.0").as_bytes()]),
+                _ => args(&[
+                    b"CLIENT",
+                    b"UNBLOCK",
+                    id.to_string().as_bytes(),
+                    b"TIMEOUT",
+                    b"x",
+                ]),
+            };
+            self.query(0, a, Kind::Any);
+        } else {
+            self.sleep();
+        }
+    }
+
+    /// `LOCK.ACQUIRE ... BLOCK` where it must not block: in MULTI (after a DEL of the lock,
+    /// or with a `CLIENT UNBLOCK` of a waiter) or in a script: OK or nil at once.
+    fn in_multi_or_script(&mut self, db: usize, lock: usize) {
+        let token = self.pick_token(db, lock);
+        let ttl = self.pick_ttl();
+        let block = self.pick_block();
+        self.short_lease(db, lock, &token, ttl);
+        let acquire = Kind::Acquire {
+            db,
+            lock,
+            token: token.clone(),
+            ttl,
+            block: None,
+            check_owner: true,
+        };
+        if self.rng.random_bool(0.3) {
+            let script =
+                b"return redis.call('LOCK.ACQUIRE', KEYS[1], ARGV[1], ARGV[2], 'BLOCK', ARGV[3])";
+            self.query(
+                db,
+                args(&[
+                    b"EVAL",
+                    script,
+                    b"1",
+                    NAMES[lock],
+                    &token,
+                    ttl.to_string().as_bytes(),
+                    block.to_string().as_bytes(),
+                ]),
+                acquire,
+            );
+            return;
+        }
+        let mut queued: Vec<(Vec<Vec<u8>>, Kind)> = Vec::new();
+        match self.rng.random_range(0..3) {
+            0 => {
+                self.foreign(Some(db), Some(lock));
+                queued.push((args(&[b"DEL", &Self::lock_key(lock)]), Kind::Int));
+            }
+            1 => {
+                let waiting: Vec<usize> = (DBS..self.conns.len())
+                    .filter(|c| self.conns[*c].unblock_target().is_some())
+                    .collect();
+                if !waiting.is_empty() && self.may_unblock() {
+                    let c = self.pick(&waiting);
+                    queued.push(self.unblock_args(c));
+                }
+            }
+            _ => {}
+        }
+        queued.push((Self::acquire_args(lock, &token, ttl, Some(block)), acquire));
+        let mut cmds = vec![(args(&[b"MULTI"]), Kind::Okay)];
+        let kinds = queued.iter().map(|(_, k)| k.clone()).collect();
+        for (a, _) in queued {
+            cmds.push((a, Kind::Queued));
+        }
+        cmds.push((args(&[b"EXEC"]), Kind::Exec(kinds)));
+        self.query_all(db, cmds);
+    }
+
+    /// `RENAME`/`MOVE`/`COPY ... REPLACE` of a lock's key: it leaves one lock (or database)
+    /// and lands on another.
+    fn rename_move_copy(&mut self, db: usize, lock: usize) {
+        let other = self.rng.random_range(0..NAMES.len());
+        let (from, to) = (Self::lock_key(lock), Self::lock_key(other));
+        self.foreign(Some(db), Some(lock));
+        let a = match self.rng.random_range(0..3) {
+            0 => {
+                self.foreign(Some(db), Some(other));
+                args(&[b"RENAME", &from, &to])
+            }
+            1 => {
+                self.foreign(None, Some(lock));
+                args(&[b"MOVE", &from, (1 - db).to_string().as_bytes()])
+            }
+            _ => {
+                self.foreign(None, Some(other));
+                let to_db = self.rng.random_range(0..DBS).to_string();
+                args(&[b"COPY", &from, &to, b"DB", to_db.as_bytes(), b"REPLACE"])
+            }
+        };
+        // An error when the key is missing (RENAME) or the same (COPY onto itself).
+        self.query(db, a, Kind::Any);
     }
 
     fn kill_args(&mut self, c: usize) -> Vec<Vec<u8>> {
@@ -1681,6 +1868,7 @@ impl Chaos {
         self.step += 1;
         self.note("finish".into());
         self.query(0, args(&[b"CLIENT", b"UNPAUSE"]), Kind::Okay);
+        self.query(0, args(&[b"DEBUG", b"SET-ACTIVE-EXPIRE", b"1"]), Kind::Okay);
         self.paused_until = None;
         self.quiet();
         let start = Instant::now();
