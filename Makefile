@@ -7,6 +7,7 @@
 #                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8)
 #   make bench   the benchmark (examples/bench/), once there is one
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
+#   make chaos   the chaos test (tests/chaos.rs) at length, CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3
 #   make build | fmt | clippy | clean
 #   make valgrind  the Rust integration suites with every redis-server under valgrind (docs/valgrind.md)
 
@@ -23,7 +24,7 @@ export RLOCK_MODULE := $(MODULE)
 PORT ?= 6379
 ARGS ?=
 
-.PHONY: build run test test-matrix bench stress fmt clippy clean distclean valgrind
+.PHONY: build run test test-matrix bench stress chaos fmt clippy clean distclean valgrind
 
 build:
 	$(CARGO) build --release
@@ -69,6 +70,14 @@ stress:
 	@test -f $(MODULE) || { echo "no $(MODULE): run 'make build' first" >&2; exit 1; }
 	.venv/bin/python scripts/stress.py --seconds $(STRESS_SECONDS) --module $(MODULE) \
 		--json target/stress-report.json $(STRESS_ARGS)
+
+# `make test` runs tests/chaos.rs briefly (1000 steps per seed); this is the long run.
+CHAOS_STEPS ?= 20000
+CHAOS_SEEDS ?= 3
+chaos:
+	$(CARGO) build --release
+	RLOCK_CHAOS_STEPS=$(CHAOS_STEPS) RLOCK_CHAOS_SEEDS=$(CHAOS_SEEDS) \
+		$(CARGO) test --release --test chaos -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all
