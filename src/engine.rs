@@ -23,7 +23,7 @@ use std::sync::{LazyLock, Mutex};
 
 use crate::core::{later, timer_period, Check, Core, LockId, Removed};
 use crate::keys;
-use crate::redis::{self, CmdResult, Ctx, Handle, Key, Kind, Reply, Unblocked};
+use crate::redis::{self, CmdError, CmdResult, Ctx, Handle, Key, Kind, Reply, Unblocked};
 
 /// How often due looks are retried while writes are paused.
 const PAUSE_POLL_MS: i64 = 10;
@@ -153,6 +153,18 @@ pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
         (s.core.remove(handle) == Removed::Queued).then_some(handle)
     });
     let Some(handle) = removed else {
+        // The server aborts when CLIENT UNBLOCK reaches a client that CLIENT PAUSE holds back
+        // (valkey-io/valkey#2111; every server tested, with or without the module), and a
+        // LOCK.ACQUIRE sent during a pause is one. While paused, blocked clients are refused.
+        let target = u64::try_from(client).ok();
+        if ctx.writes_paused() && target.is_some_and(|id| ctx.client_is_blocked(id)) {
+            return Err(CmdError(
+                "ERR CLIENT UNBLOCK of a blocked client is refused while clients are paused: \
+                 one held back by the pause would abort the server (CLIENT UNPAUSE first, or \
+                 CLIENT KILL)"
+                    .into(),
+            ));
+        }
         return ctx.client_unblock(client, error);
     };
     let how = if error {
@@ -167,9 +179,12 @@ pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
 
 // ---- blocked clients ----
 
-/// Whether the client with server id `client` waits in a LOCK.ACQUIRE queue.
-pub fn is_waiting(client: u64) -> bool {
-    with(|s| s.core.waiter_of_client(client).is_some())
+/// Whether `CLIENT UNBLOCK client` is the module's to serve (as `LOCK.UNBLOCK`): when the
+/// client waits in a LOCK.ACQUIRE queue (the server cannot end these waits: they have no
+/// timeout callback, so no unblock of its own can race the module's), and whenever writes are
+/// paused (see `unblock`).
+pub fn takes_unblock(client: u64) -> bool {
+    Ctx::paused() || with(|s| s.core.waiter_of_client(client).is_some())
 }
 
 /// A woken waiter is being answered: `OK` if it was handed the lock, nil if its time ran out

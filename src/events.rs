@@ -13,7 +13,7 @@ pub fn handlers() -> Handlers {
         timer: engine::timer_fired,
         key_event,
         server_event,
-        is_waiting: engine::is_waiting,
+        takes_unblock: engine::takes_unblock,
         unblock_command: c"LOCK.UNBLOCK",
     }
 }

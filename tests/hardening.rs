@@ -605,3 +605,36 @@ fn a_lease_ending_during_an_aborted_failover_is_handed_over_after_it() {
     sync_replicas(&mut t.c, 1);
     assert_eq!(get(&replica, "lock:x").as_deref(), Some("w"));
 }
+
+/// `CLIENT UNBLOCK` of a client that `CLIENT PAUSE` holds back aborts the server itself, on every
+/// server tested and with no module loaded (valkey-io/valkey#2111), and a LOCK.ACQUIRE sent
+/// during a pause is such a client. While writes are paused the module refuses `CLIENT
+/// UNBLOCK` of any blocked client that is not one of its queued waiters: the server stays up,
+/// the held-back command runs after the pause, and a queued waiter is still unblocked.
+#[test]
+fn client_unblock_of_a_client_held_back_by_a_pause_is_refused_not_an_abort() {
+    let s = Server::start();
+    let mut t = Client::new(&s);
+    t.acquire("x", "holder", 60);
+    let queued = spawn_blocked::<Option<String>>(&s, block_for("x", "queued", 10, 0));
+    let _: String = t.run(&["CLIENT", "PAUSE", "20000", "WRITE"]);
+    let held = spawn_blocked::<Option<String>>(&s, block_for("y", "held", 10, 0));
+    let r: redis::RedisResult<i64> =
+        cmd(&["CLIENT", "UNBLOCK", &held.id.to_string()]).query(&mut t.c);
+    let e = r.expect_err("CLIENT UNBLOCK of a client held back by the pause is refused");
+    assert!(e.to_string().contains("paused"), "{e}");
+    t.ping("after CLIENT UNBLOCK of a client held back by the pause");
+    let n: i64 = t.run(&["CLIENT", "UNBLOCK", &queued.id.to_string()]);
+    assert_eq!(
+        n, 1,
+        "a queued waiter is the module's to unblock, pause or not"
+    );
+    assert_eq!(queued.wait().unwrap(), None);
+    let _: String = t.run(&["CLIENT", "UNPAUSE"]);
+    assert_eq!(
+        held.wait().unwrap().as_deref(),
+        Some("OK"),
+        "the held-back acquire ran"
+    );
+    t.ping("after the pause");
+}

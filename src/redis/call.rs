@@ -5,9 +5,18 @@ use std::ptr::{null, null_mut};
 
 use redis_module::raw;
 
-use super::{CmdError, CmdResult, Ctx, Reply};
+use super::{CmdError, CmdResult, Ctx, Reply, ERR, OK};
 
 impl Ctx {
+    /// Whether the client with server id `id` exists and is blocked (in a blocking command, or
+    /// held back by `CLIENT PAUSE`).
+    pub fn client_is_blocked(self, id: u64) -> bool {
+        let mut info: raw::RedisModuleClientInfo = unsafe { std::mem::zeroed() };
+        info.version = 1;
+        let found = api!(RedisModule_GetClientInfoById((&mut info as *mut raw::RedisModuleClientInfo).cast(), id) else ERR);
+        found == OK && info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_BLOCKED) != 0
+    }
+
     /// `GET key` through the server itself: the value as it is, without re-encoding it (reading
     /// through `StringDMA` turns an int or embstr value into a raw string). `Ok(None)` for a
     /// missing key; a key of another type is the server's `WRONGTYPE` error.

@@ -97,9 +97,10 @@ pub struct Handlers {
     pub key_event: fn(Ctx, &[u8], &[u8]),
     /// A server event.
     pub server_event: fn(Ctx, ServerEvent),
-    /// Whether the client with this id waits in a LOCK.ACQUIRE (the command filter asks).
-    pub is_waiting: fn(u64) -> bool,
-    /// The command that `CLIENT UNBLOCK <id> [how]` of such a client becomes (`<it> <id> [how]`).
+    /// Whether `CLIENT UNBLOCK <id> [how]` of the client with this id is the module's to
+    /// serve (the command filter asks).
+    pub takes_unblock: fn(u64) -> bool,
+    /// The command that such a `CLIENT UNBLOCK <id> [how]` becomes (`<it> <id> [how]`).
     pub unblock_command: &'static std::ffi::CStr,
 }
 

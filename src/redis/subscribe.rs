@@ -34,10 +34,9 @@ unsafe extern "C" fn keyspace_cb(
     OK
 }
 
-/// Every command passes here first (about 200 instructions). `CLIENT UNBLOCK <id> [how]` of a
-/// client waiting in a LOCK.ACQUIRE becomes `<Handlers::unblock_command> <id> [how]`, which the
-/// module serves itself: the server cannot end these waits (no timeout callback), so no
-/// unblock of its own can race the module's. Filters run when a command is queued in MULTI too.
+/// Every command passes here first (about 200 instructions). `CLIENT UNBLOCK <id> [how]` that
+/// the module takes (`Handlers::takes_unblock`) becomes `<Handlers::unblock_command> <id>
+/// [how]`, served by the module. Filters run when a command is queued in MULTI too.
 unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     let argc = api!(RedisModule_CommandFilterArgsCount(fctx) else 0);
     if !(3..=4).contains(&argc) {
@@ -64,7 +63,9 @@ unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         return;
     };
     let mut ours = false;
-    guard(null_mut(), "command filter", || ours = (h.is_waiting)(id));
+    guard(null_mut(), "command filter", || {
+        ours = (h.takes_unblock)(id)
+    });
     if !ours {
         return;
     }
