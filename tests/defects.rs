@@ -2,7 +2,8 @@
 //! Redis spells them, integers parsed as Redis parses them, calls that change nothing leaving
 //! WATCH, client tracking and value encodings alone, keyspace notifications for the module's
 //! writes, one token queued twice, nothing armed after the last waiter leaves, and a
-//! `lock-signal:<name>` of another type left alone.
+//! `lock-signal:<name>` of another type left alone, and a client left in its database by
+//! `MOVE` and `COPY ... DB`.
 //!
 //! Replies are read on raw connections (RESP by hand) so that error texts are seen exactly as
 //! sent; every read has a deadline.
@@ -508,4 +509,88 @@ fn a_signal_key_of_another_type_is_left_alone_on_delete_and_expiry() {
         replaced.is_empty(),
         "signal keys not left alone: {replaced:#?}"
     );
+}
+
+// ---- 9. the client stays in its database ----
+
+/// The database the connection is in, as the server reports it.
+fn client_db(c: &mut Raw) -> String {
+    let info = match c.call(&["CLIENT", "INFO"]) {
+        R::Bulk(Some(b)) => String::from_utf8_lossy(&b).to_string(),
+        other => panic!("CLIENT INFO: {other:?}"),
+    };
+    info.split_whitespace()
+        .find_map(|f| f.strip_prefix("db="))
+        .unwrap_or_else(|| panic!("no db= in {info:?}"))
+        .to_string()
+}
+
+/// `MOVE` and `COPY ... DB` of any key, lock or not, leave the calling connection in its own
+/// database. Valkey 8.1 switches it to the destination whenever a module listens to keyspace
+/// events (valkey-io/valkey#4024); rlock selects it back.
+#[test]
+fn move_and_copy_to_another_database_leave_the_client_where_it_was() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    let mut wrong = Vec::new();
+    for key in ["plain", "lock:moved"] {
+        let steps: [(&str, Vec<&str>); 3] = [
+            ("MOVE", vec!["MOVE", key, "1"]),
+            ("COPY ... DB", vec!["COPY", key, key, "DB", "2"]),
+            (
+                "COPY ... DB ... REPLACE",
+                vec!["COPY", key, key, "DB", "2", "REPLACE"],
+            ),
+        ];
+        for (what, cmd) in steps {
+            assert_eq!(c.call(&["SELECT", "0"]), R::ok());
+            c.call(&["FLUSHALL"]);
+            assert_eq!(c.call(&["SET", key, "v"]), R::ok());
+            assert_eq!(c.call(&cmd), R::Int(1), "{cmd:?}");
+            let db = client_db(&mut c);
+            let get = c.call(&["GET", key]);
+            let expected = if what == "MOVE" {
+                R::Bulk(None)
+            } else {
+                R::Bulk(Some(b"v".to_vec()))
+            };
+            if db != "0" || get != expected {
+                wrong.push(format!(
+                    "{what} of {key}: client in db {db}, GET {key} = {get:?}"
+                ));
+            }
+        }
+    }
+    // In a transaction, MOVE too.
+    assert_eq!(c.call(&["SELECT", "0"]), R::ok());
+    c.call(&["FLUSHALL"]);
+    c.call(&["SET", "lock:tx", "v"]);
+    assert_eq!(c.call(&["MULTI"]), R::ok());
+    c.call(&["MOVE", "lock:tx", "3"]);
+    c.call(&["GET", "lock:tx"]);
+    let exec = c.call(&["EXEC"]);
+    if exec != R::Array(Some(vec![R::Int(1), R::Bulk(None)])) || client_db(&mut c) != "0" {
+        wrong.push(format!(
+            "MULTI MOVE GET EXEC: {exec:?}, client in db {}",
+            client_db(&mut c)
+        ));
+    }
+    // Held back by a pause while other clients' commands run, then served.
+    assert_eq!(c.call(&["SELECT", "0"]), R::ok());
+    c.call(&["FLUSHALL"]);
+    c.call(&["SET", "lock:held", "v"]);
+    let mut admin = Raw::connect(&s);
+    assert_eq!(admin.call(&["CLIENT", "PAUSE", "10000", "WRITE"]), R::ok());
+    c.send(&[&["COPY", "lock:held", "lock:held", "DB", "4"]]);
+    s.wait_blocked(1);
+    admin.call(&["GET", "lock:held"]);
+    assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), R::ok());
+    let copied = c.read("COPY held back by a pause");
+    if copied != R::Int(1) || client_db(&mut c) != "0" {
+        wrong.push(format!(
+            "paused COPY: {copied:?}, client in db {}",
+            client_db(&mut c)
+        ));
+    }
+    assert!(wrong.is_empty(), "the client was moved: {wrong:#?}");
 }

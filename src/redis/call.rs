@@ -11,10 +11,9 @@ impl Ctx {
     /// Whether the client with server id `id` exists and is blocked (in a blocking command, or
     /// held back by `CLIENT PAUSE`).
     pub fn client_is_blocked(self, id: u64) -> bool {
-        let mut info: raw::RedisModuleClientInfo = unsafe { std::mem::zeroed() };
-        info.version = 1;
-        let found = api!(RedisModule_GetClientInfoById((&mut info as *mut raw::RedisModuleClientInfo).cast(), id) else ERR);
-        found == OK && info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_BLOCKED) != 0
+        client_info(id).is_some_and(|info| {
+            info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_BLOCKED) != 0
+        })
     }
 
     /// `GET key` through the server itself: the value as it is, without re-encoding it (reading
@@ -32,6 +31,15 @@ impl Ctx {
             c"UNBLOCK".as_ptr(), id as std::ffi::c_longlong, how.as_ptr()) else null_mut());
         CallReply(reply).integer().map(Reply::Int)
     }
+}
+
+/// What the server says about the client with id `id` (None: no such client, or the API is
+/// missing).
+pub(super) fn client_info(id: u64) -> Option<raw::RedisModuleClientInfo> {
+    let mut info: raw::RedisModuleClientInfo = unsafe { std::mem::zeroed() };
+    info.version = 1;
+    let found = api!(RedisModule_GetClientInfoById((&mut info as *mut raw::RedisModuleClientInfo).cast(), id) else ERR);
+    (found == OK).then_some(info)
 }
 
 /// A reply of `RedisModule_Call`, freed on drop.

@@ -26,30 +26,132 @@ unsafe extern "C" fn keyspace_cb(
     } else {
         unsafe { CStr::from_ptr(event) }.to_bytes()
     };
+    if event == b"move_from" {
+        home::leaving(Ctx(ctx));
+    }
     if let Some(h) = handlers() {
         guard(ctx, "keyspace event", || {
             (h.key_event)(Ctx(ctx), string_bytes(key), event)
         });
     }
+    if event == b"move_to" || event == b"copy_to" {
+        home::arrived(Ctx(ctx), event == b"copy_to");
+    }
     OK
+}
+
+/// Valkey 8.1 runs keyspace callbacks on the client executing the command itself and selects
+/// the event's database on it without selecting the old one back (valkey-io/valkey#4024,
+/// fixed upstream): after `MOVE key db` (`move_to`) or `COPY a b DB n` (`copy_to`) that
+/// client would go on in the other database, only because a module listens. rlock notes the
+/// database the command started in and selects it back. `MOVE` announces `move_from`, in that
+/// database, just before `move_to`; a `COPY ... DB` is seen by the command filter (not when
+/// queued in `MULTI`: its database is only known at `EXEC`), possibly long before it runs
+/// (held back by `CLIENT PAUSE`). Where the callback's client is a temporary one, as on
+/// Redis, nothing matches and nothing changes.
+mod home {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    use redis_module::raw;
+
+    use super::super::call::client_info;
+    use super::super::Ctx;
+
+    /// More clients with a `COPY ... DB` noted than this (each left by a `COPY` that failed
+    /// and a disconnect) and the notes are dropped: the map stays small whatever clients do.
+    const MAX_COPYING: usize = 64;
+
+    thread_local! {
+        /// The client whose `MOVE` is running, and its own database.
+        static MOVING: Cell<Option<(u64, i32)>> = const { Cell::new(None) };
+        /// Clients with a `COPY ... DB` about to run, and their own databases.
+        static COPYING: RefCell<HashMap<u64, i32>> = RefCell::new(HashMap::new());
+    }
+
+    /// `move_from`: the key leaves the database the command runs in.
+    pub fn leaving(ctx: Ctx) {
+        MOVING.set(Some((ctx.client_id(), ctx.db())));
+    }
+
+    /// The command filter saw `COPY ... DB` from client `id`.
+    pub fn copying(id: u64) {
+        let Some(info) = client_info(id) else {
+            return;
+        };
+        if info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0 {
+            return;
+        }
+        let db = i32::from(info.db);
+        COPYING.with_borrow_mut(|m| {
+            if m.len() >= MAX_COPYING {
+                m.clear();
+            }
+            m.insert(id, db);
+        });
+    }
+
+    /// A new command from client `id` (asked only while something is noted): what was noted
+    /// for it belongs to a finished command.
+    pub fn next_command(id: impl FnOnce() -> u64) {
+        if COPYING.with_borrow(|m| m.is_empty()) {
+            return;
+        }
+        let id = id();
+        COPYING.with_borrow_mut(|m| m.remove(&id));
+    }
+
+    /// `move_to`/`copy_to`: the key arrived; the client goes back home if the server moved it.
+    pub fn arrived(ctx: Ctx, copy: bool) {
+        let id = ctx.client_id();
+        let home = if copy {
+            COPYING.with_borrow_mut(|m| m.remove(&id))
+        } else {
+            MOVING
+                .take()
+                .and_then(|(client, db)| (client == id).then_some(db))
+        };
+        if let Some(db) = home {
+            if db != ctx.db() {
+                ctx.select_db(db);
+            }
+        }
+    }
 }
 
 /// Every command passes here first (about 200 instructions). `CLIENT UNBLOCK <id> [how]` that
 /// the module takes (`Handlers::takes_unblock`) becomes `<Handlers::unblock_command> <id>
-/// [how]`, served by the module. Filters run when a command is queued in MULTI too.
+/// [how]`, served by the module; `COPY ... DB` is noted for `home`. Filters run when a
+/// command is queued in MULTI too.
 unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    home::next_command(|| api!(RedisModule_CommandFilterGetClientId(fctx) else 0));
     let argc = api!(RedisModule_CommandFilterArgsCount(fctx) else 0);
-    if !(3..=4).contains(&argc) {
-        return;
-    }
     let arg =
         |i: c_int| string_bytes(api!(RedisModule_CommandFilterArgGet(fctx, i) else null_mut()));
-    if !arg(0).eq_ignore_ascii_case(b"client") || !arg(1).eq_ignore_ascii_case(b"unblock") {
-        return;
+    match argc {
+        3 | 4
+            if arg(0).eq_ignore_ascii_case(b"client")
+                && arg(1).eq_ignore_ascii_case(b"unblock") =>
+        {
+            client_unblock(fctx, arg(2))
+        }
+        5 | 6
+            if arg(0).eq_ignore_ascii_case(b"copy")
+                && (3..argc).any(|i| arg(i).eq_ignore_ascii_case(b"db")) =>
+        {
+            let id = api!(RedisModule_CommandFilterGetClientId(fctx) else 0);
+            if id != 0 {
+                home::copying(id);
+            }
+        }
+        _ => {}
     }
+}
+
+/// `CLIENT UNBLOCK <id_arg> [how]`.
+fn client_unblock(fctx: *mut raw::RedisModuleCommandFilterCtx, id_arg: &[u8]) {
     // Only an id as the server itself would read it (no sign, no leading zeros): anything
     // else is left to the server's own CLIENT UNBLOCK, which cannot end these waits.
-    let id_arg = arg(2);
     if !matches!(id_arg.first(), Some(b'1'..=b'9')) {
         return;
     }
