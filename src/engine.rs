@@ -21,8 +21,10 @@
 
 use std::sync::{LazyLock, Mutex};
 
+use crate::config::{self, PythonSignal};
 use crate::core::{later, timer_period, Check, Core, LockId, Removed};
 use crate::keys;
+use crate::python::PythonWaiters;
 use crate::redis::{self, CmdError, CmdResult, Ctx, Handle, Key, Kind, Reply, Unblocked};
 
 /// How often due looks are retried while writes are paused.
@@ -32,12 +34,15 @@ struct State {
     core: Core<Handle>,
     /// The armed module timer and when it fires.
     timer: Option<(u64, i64)>,
+    /// Who may be waiting the python-redis-lock way.
+    python: PythonWaiters,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
     Mutex::new(State {
         core: Core::new(),
         timer: None,
+        python: PythonWaiters::new(),
     })
 });
 
@@ -54,7 +59,62 @@ pub fn forget_everything() {
     with(|s| {
         s.core = Core::new();
         s.timer = None;
+        s.python = PythonWaiters::new();
     });
+}
+
+/// The module was loaded: python-redis-lock clients may already be blocked, on names it
+/// cannot know; they count as waiting on every lock until they are unblocked.
+pub fn loaded(ctx: Ctx) {
+    let blocked = redis::clients_blocked_in(ctx, &["blpop", "brpop"]).unwrap_or_default();
+    if !blocked.is_empty() {
+        ctx.log_notice(&format!(
+            "rlock: {} client(s) already blocked in BLPOP/BRPOP: every freed lock is signalled \
+             for python-redis-lock until they are unblocked",
+            blocked.len()
+        ));
+    }
+    with(|s| s.python.blocked_at_load(blocked));
+}
+
+// ---- python-redis-lock clients, seen by the command filter ----
+
+/// Client `client` waits in `BLPOP lock-signal:<name> ...` for `timeout_ms` (None: no limit).
+pub fn python_waits(client: u64, name: &[u8], timeout_ms: Option<i64>) {
+    let now = Ctx::now_ms();
+    let until = timeout_ms.map_or(i64::MAX, |ms| later(now, ms));
+    with(|s| {
+        s.python.blpop(name, client, until, now);
+        if s.python.wants_sweep() {
+            s.python.sweep(now, redis::client_blocked);
+        }
+    });
+}
+
+/// Client `client` sets `lock:<name>` itself: python-redis-lock's acquire, which, if the lock
+/// is taken, goes on to wait in `BLPOP`.
+pub fn python_tries(client: u64, name: &[u8]) {
+    let now = Ctx::now_ms();
+    with(|s| {
+        s.python.set(name, client, now);
+        if s.python.wants_sweep() {
+            s.python.sweep(now, redis::client_blocked);
+        }
+    });
+}
+
+/// A signal was left for `name`'s python waiters.
+fn python_signalled(name: &[u8]) {
+    with(|s| s.python.signalled(name));
+}
+
+/// Whether a lock the module frees is signalled for python-redis-lock (`rlock.python-signal`).
+fn python_may_wait(name: &[u8], now: i64) -> bool {
+    match config::python_signal() {
+        PythonSignal::always => true,
+        PythonSignal::never => false,
+        PythonSignal::auto => with(|s| s.python.may_wait(name, now, redis::client_blocked)),
+    }
 }
 
 // ---- commands ----
@@ -138,7 +198,10 @@ pub fn reset_all(ctx: Ctx) -> CmdResult {
         if keys::delete(ctx, &mut key, &key_name) {
             removed += 1;
         }
-        keys::signal(ctx, name, now);
+        if python_may_wait(name, now) {
+            keys::signal(ctx, name, now);
+            python_signalled(name);
+        }
         hand_over_or_free(ctx, &mut key, name, &key_name, now, false);
     }
     Ok(Reply::Int(removed))
@@ -157,7 +220,7 @@ pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
         // (valkey-io/valkey#2111; every server tested, with or without the module), and a
         // LOCK.ACQUIRE sent during a pause is one. While paused, blocked clients are refused.
         let target = u64::try_from(client).ok();
-        if ctx.writes_paused() && target.is_some_and(|id| ctx.client_is_blocked(id)) {
+        if ctx.writes_paused() && target.is_some_and(redis::client_blocked) {
             return Err(CmdError(
                 "ERR CLIENT UNBLOCK of a blocked client is refused while clients are paused: \
                  one held back by the pause would abort the server (CLIENT UNPAUSE first, or \
@@ -311,7 +374,10 @@ fn look_at(ctx: Ctx, check: Check, now: i64) {
     };
     match key.kind() {
         Kind::Empty => {
-            let signal = check.signal_if_free && !keys::signal_pending(ctx, name);
+            // Not again if someone (python-redis-lock's own release) has just signalled.
+            let signal = check.signal_if_free
+                && python_may_wait(name, now)
+                && !keys::signal_pending(ctx, name);
             hand_over_or_free(ctx, &mut key, name, &key_name, now, signal)
         }
         Kind::String => {
@@ -413,8 +479,9 @@ fn hand_over_or_free(
         }
         None => {
             keys::delete(ctx, key, key_name);
-            if signal {
+            if signal && python_may_wait(name, now) {
                 keys::signal(ctx, name, now);
+                python_signalled(name);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::engine;
 use crate::keys;
-use crate::redis::{CmdResult, Ctx, Handle, Handlers, ServerEvent, Unblocked};
+use crate::redis::{CmdResult, Ctx, Filtered, Handle, Handlers, ServerEvent, Unblocked};
 
 /// The handlers for `redis::subscribe`.
 pub fn handlers() -> Handlers {
@@ -13,9 +13,69 @@ pub fn handlers() -> Handlers {
         timer: engine::timer_fired,
         key_event,
         server_event,
-        takes_unblock: engine::takes_unblock,
-        unblock_command: c"LOCK.UNBLOCK",
+        command,
     }
+}
+
+/// Every command, before it runs. Two kinds matter:
+/// - `CLIENT UNBLOCK <id> [how]` of a client the module must unblock itself becomes
+///   `LOCK.UNBLOCK <id> [how]`;
+/// - python-redis-lock's acquire: `SET lock:<name> ...` and `BLPOP lock-signal:<name> ...
+///   timeout` (also `BRPOP`), which tell the engine a python client may wait for `name`.
+///
+/// Everything else is two length checks and at most a few byte compares.
+fn command(cmd: &Filtered) {
+    let argc = cmd.len();
+    if argc < 3 {
+        return;
+    }
+    let name = cmd.arg(0);
+    if name.eq_ignore_ascii_case(b"set") {
+        if let Some(lock) = cmd.arg(1).strip_prefix(keys::LOCK_PREFIX) {
+            engine::python_tries(cmd.client_id(), lock);
+        }
+    } else if name.eq_ignore_ascii_case(b"blpop") || name.eq_ignore_ascii_case(b"brpop") {
+        let Some(timeout) = block_timeout_ms(cmd.arg(argc - 1)) else {
+            return; // the server refuses it
+        };
+        for i in 1..argc - 1 {
+            if let Some(lock) = cmd.arg(i).strip_prefix(keys::SIGNAL_PREFIX) {
+                engine::python_waits(cmd.client_id(), lock, timeout);
+            }
+        }
+    } else if argc <= 4
+        && name.eq_ignore_ascii_case(b"client")
+        && cmd.arg(1).eq_ignore_ascii_case(b"unblock")
+    {
+        if let Some(id) = client_id(cmd.arg(2)) {
+            if engine::takes_unblock(id) {
+                cmd.rename(c"LOCK.UNBLOCK", 2);
+            }
+        }
+    }
+}
+
+/// An id as the server itself reads it in `CLIENT UNBLOCK` (no sign, no leading zeros):
+/// anything else is left to the server's own command, which cannot end the module's waits.
+fn client_id(arg: &[u8]) -> Option<u64> {
+    if !matches!(arg.first(), Some(b'1'..=b'9')) {
+        return None;
+    }
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// A blocking pop's timeout, in seconds as the server reads it: `Some(None)` for 0 (no limit),
+/// `Some(Some(ms))` rounded up, `None` for what the server refuses (negative, not a number).
+fn block_timeout_ms(arg: &[u8]) -> Option<Option<i64>> {
+    let secs: f64 = std::str::from_utf8(arg).ok()?.parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    if secs == 0.0 {
+        return Some(None);
+    }
+    // `as` saturates: a timeout of centuries waits "forever" here too.
+    Some(Some((secs * 1000.0).ceil() as i64))
 }
 
 fn reply(_ctx: Ctx, handle: Handle, how: Unblocked) -> CmdResult {

@@ -20,16 +20,20 @@
 //!   paused, one reply per wait).
 //! - [`core`]: locks' waiter queues, deadlines and due looks as plain data; takes `now`,
 //!   returns what to do. No Redis types; unit and property tests.
+//! - [`python`]: who may be waiting the python-redis-lock way (plain data, like `core`).
+//! - [`config`]: the module's options (`CONFIG SET rlock.*`).
 //! - [`keys`]: the `lock:` / `lock-signal:` keys and every write to them, each replicated as a
 //!   plain core command with an absolute time and announced as the core command would be.
 //! - [`redis`]: the safe layer over the raw module API; all `unsafe` is here, and it imports
 //!   nothing from the crate: `lib.rs` gives it the event handlers at load.
 
 pub mod commands;
+pub mod config;
 pub mod core;
 pub mod engine;
 pub mod events;
 pub mod keys;
+pub mod python;
 pub mod redis;
 
 #[cfg(not(test))]
@@ -39,6 +43,7 @@ use redis_module::{Context, RedisString, Status};
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     if commands::register(ctx) && crate::redis::subscribe(ctx, events::handlers()) {
         crate::redis::log_features(ctx);
+        engine::loaded(crate::redis::Ctx::of(ctx));
         Status::Ok
     } else {
         Status::Err
@@ -63,4 +68,14 @@ redis_module::redis_module! {
     data_types: [],
     init: init,
     deinit: deinit,
+    configurations: [
+        i64: [],
+        string: [],
+        bool: [],
+        enum: [
+            ["python-signal", &config::PYTHON_SIGNAL, config::PythonSignal::auto,
+             redis_module::configuration::ConfigurationFlags::DEFAULT, None],
+        ],
+        module_args_as_configuration: true,
+    ]
 }

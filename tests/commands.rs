@@ -89,6 +89,7 @@ fn release_with_nobody_waiting_signals_python_waiters() {
     let s = Server::start();
     let mut c = s.conn();
     let _: () = acquire("a", "t", 60, None).query(&mut c).unwrap();
+    python_tries(&mut c, "a");
     release(&mut c, "a", "t");
     let list: Vec<String> = redis::cmd("LRANGE")
         .arg("lock-signal:a")
@@ -101,6 +102,7 @@ fn release_with_nobody_waiting_signals_python_waiters() {
     assert!((1..=1000).contains(&ttl), "signal PEXPIRE 1000, got {ttl}");
     // A second release signal replaces the list rather than growing it.
     let _: () = acquire("a", "t", 60, None).query(&mut c).unwrap();
+    python_tries(&mut c, "a");
     release(&mut c, "a", "t");
     let len: i64 = redis::cmd("LLEN")
         .arg("lock-signal:a")
@@ -115,6 +117,8 @@ fn resetall_removes_every_lock_whoever_made_it() {
     let mut c = s.conn();
     let _: () = acquire("m1", "t", 60, None).query(&mut c).unwrap();
     let _: () = acquire("m2", "t", 60, None).query(&mut c).unwrap();
+    python_tries(&mut c, "m1");
+    python_tries(&mut c, "m2");
     // As python-redis-lock takes a lock:
     let _: () = redis::cmd("SET")
         .arg("lock:py")
@@ -401,6 +405,7 @@ fn a_lock_deleted_by_another_client_signals_python_waiters() {
     let s = Server::start();
     let mut c = s.conn();
     let _: () = acquire("a", "t", 60, None).query(&mut c).unwrap();
+    python_tries(&mut c, "a");
     let _: i64 = redis::cmd("DEL").arg("lock:a").query(&mut c).unwrap();
     // The signal is written by the module's deferred look at the lock: wait for it.
     let start = std::time::Instant::now();

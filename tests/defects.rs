@@ -373,6 +373,8 @@ fn module_writes_emit_keyspace_notifications_like_core_commands() {
         Events::new(),
         false,
     );
+    // From here on a python-redis-lock client has tried n and may wait for it.
+    c.python_tries("n");
     step(
         &mut c,
         "LOCK.RELEASE with nobody waiting (as DEL, LPUSH, PEXPIREAT)",
@@ -454,6 +456,7 @@ fn nothing_stays_armed_after_the_last_waiter_leaves() {
 /// shows when that pass has run.
 fn let_the_module_act(c: &mut Raw) {
     assert_eq!(c.call(&["LOCK.ACQUIRE", "probe", "t", "60"]), R::ok());
+    c.python_tries("probe");
     assert_eq!(c.call(&["DEL", "lock:probe"]), R::Int(1));
     let start = Instant::now();
     while c.call(&["EXISTS", "lock-signal:probe"]) != R::Int(1) {
@@ -485,6 +488,7 @@ fn a_signal_key_of_another_type_is_left_alone_on_delete_and_expiry() {
             assert!(!matches!(r, R::Error(_)), "{make:?}: {r:?}");
             let before = c.call(&["DUMP", "lock-signal:n"]);
             assert_eq!(c.call(&["LOCK.ACQUIRE", "n", "t", "1"]), R::ok());
+            c.python_tries("n"); // so that the module would signal n
             if how == "DEL" {
                 assert_eq!(c.call(&["DEL", "lock:n"]), R::Int(1));
             } else {

@@ -7,7 +7,7 @@
 //! expiry, `LOCK.RESETALL`, `FLUSHDB`, waiters hanging up or `CLIENT UNBLOCK`ed, a short
 //! `BLOCK` running out — are applied to both, and after every step the server must agree:
 //! `LOCK.OWNER` of every lock, the set of `lock:*` keys, every held lock's TTL, python's
-//! wake-up signal where one is due, and `blocked_clients` = the model's total queue length.
+//! wake-up signal where one is due (with `rlock.python-signal always`), and `blocked_clients` = the model's total queue length.
 //! Every waiter's reply must be the model's (`OK` when handed the lock, nil when unblocked).
 //!
 //! Steps whose hand-over is immediate (LOCK.RELEASE) are checked at once; steps whose
@@ -97,7 +97,15 @@ enum Settle {
 impl Run {
     fn new(seed: u64) -> Run {
         let server = Server::start();
-        let c = server.conn();
+        let mut c = server.conn();
+        // The model says where a lock becomes free; signalling every such lock is
+        // `rlock.python-signal always` (tests/python_aware.rs covers `auto`).
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("rlock.python-signal")
+            .arg("always")
+            .query(&mut c)
+            .unwrap();
         Run {
             seed,
             step: 0,

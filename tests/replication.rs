@@ -46,7 +46,9 @@ fn a_replica_without_the_module_mirrors_every_lock() {
     assert_eq!(get(&mut r, "lock:a").as_deref(), Some("t2"));
     assert_eq!(pexpiretime(&mut r, "lock:a"), pexpiretime(&mut p, "lock:a"));
 
-    // Release with nobody waiting: DEL, and the python signal list with its expiry.
+    // Release with nobody waiting but a python-redis-lock client that tried: DEL, and the
+    // python signal list with its expiry.
+    python_tries(&mut p, "a");
     release(&mut p, "a", "t2");
     sync_replicas(&mut p, 1);
     assert_eq!(get(&mut r, "lock:a"), None);
@@ -105,6 +107,7 @@ fn the_aof_holds_only_core_commands_with_absolute_times() {
         .arg(120)
         .query(&mut c)
         .unwrap();
+    python_tries(&mut c, "a");
     release(&mut c, "a", "t1");
     let mut aof = String::new();
     for entry in std::fs::read_dir(s.dir.join("appendonlydir")).unwrap() {

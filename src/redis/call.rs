@@ -8,14 +8,6 @@ use redis_module::raw;
 use super::{CmdError, CmdResult, Ctx, Reply, ERR, OK};
 
 impl Ctx {
-    /// Whether the client with server id `id` exists and is blocked (in a blocking command, or
-    /// held back by `CLIENT PAUSE`).
-    pub fn client_is_blocked(self, id: u64) -> bool {
-        client_info(id).is_some_and(|info| {
-            info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_BLOCKED) != 0
-        })
-    }
-
     /// `GET key` through the server itself: the value as it is, without re-encoding it (reading
     /// through `StringDMA` turns an int or embstr value into a raw string). `Ok(None)` for a
     /// missing key; a key of another type is the server's `WRONGTYPE` error.
@@ -31,6 +23,34 @@ impl Ctx {
             c"UNBLOCK".as_ptr(), id as std::ffi::c_longlong, how.as_ptr()) else null_mut());
         CallReply(reply).integer().map(Reply::Int)
     }
+}
+
+/// Whether the client with server id `id` exists and is blocked (in a blocking command, or
+/// held back by `CLIENT PAUSE`).
+pub fn client_blocked(id: u64) -> bool {
+    client_info(id)
+        .is_some_and(|info| info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_BLOCKED) != 0)
+}
+
+/// The ids of the clients blocked in one of `commands` (lowercase names), from `CLIENT LIST`.
+pub fn clients_blocked_in(ctx: Ctx, commands: &[&str]) -> Option<Vec<u64>> {
+    let reply = api!(RedisModule_Call(ctx.0, c"CLIENT".as_ptr(), c"c".as_ptr(), c"LIST".as_ptr()) else null_mut());
+    let reply = CallReply(reply);
+    let list = reply.string_or_nil().ok()??;
+    let list = String::from_utf8_lossy(&list);
+    let ids = list
+        .lines()
+        .filter_map(|line| {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            };
+            let blocked = field("flags")?.contains('b');
+            let waiting = commands.contains(&field("cmd")?);
+            (blocked && waiting).then(|| field("id")?.parse().ok())?
+        })
+        .collect();
+    Some(ids)
 }
 
 /// What the server says about the client with id `id` (None: no such client, or the API is

@@ -14,6 +14,11 @@ use super::{log, string_bytes, CmdError, CmdResult, RString, Reply, ERR, OK};
 pub struct Ctx(pub(super) *mut raw::RedisModuleCtx);
 
 impl Ctx {
+    /// The context the `redis-module` crate gives at load.
+    pub fn of(ctx: &redis_module::Context) -> Ctx {
+        Ctx(ctx.ctx)
+    }
+
     /// Wall-clock time in milliseconds, the clock Redis compares expiry times with.
     pub fn now_ms() -> i64 {
         api!(RedisModule_Milliseconds() else 0)
@@ -69,6 +74,10 @@ impl Ctx {
 
     pub fn log_warning(self, msg: &str) {
         log(self.0, "warning", msg);
+    }
+
+    pub fn log_notice(self, msg: &str) {
+        log(self.0, "notice", msg);
     }
 
     pub(super) fn reply(self, reply: CmdResult) {

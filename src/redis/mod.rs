@@ -41,10 +41,11 @@ mod subscribe;
 mod timer;
 
 pub use blocked::{unblock, Unblocked};
+pub use call::{client_blocked, clients_blocked_in};
 pub use command::{create_command, run_command, ArgType, CommandSpec, EntryPoint};
 pub use context::Ctx;
 pub use key::{EventClass, Key, Kind};
-pub use subscribe::{log_features, subscribe};
+pub use subscribe::{log_features, subscribe, Filtered};
 
 /// A blocked client, by the address of its `RedisModuleBlockedClient`.
 pub type Handle = usize;
@@ -97,11 +98,8 @@ pub struct Handlers {
     pub key_event: fn(Ctx, &[u8], &[u8]),
     /// A server event.
     pub server_event: fn(Ctx, ServerEvent),
-    /// Whether `CLIENT UNBLOCK <id> [how]` of the client with this id is the module's to
-    /// serve (the command filter asks).
-    pub takes_unblock: fn(u64) -> bool,
-    /// The command that such a `CLIENT UNBLOCK <id> [how]` becomes (`<it> <id> [how]`).
-    pub unblock_command: &'static std::ffi::CStr,
+    /// Every command, before it runs (the command filter): may rewrite it.
+    pub command: fn(&Filtered),
 }
 
 static HANDLERS: OnceLock<Handlers> = OnceLock::new();

@@ -119,66 +119,67 @@ mod home {
     }
 }
 
-/// Every command passes here first (about 200 instructions). `CLIENT UNBLOCK <id> [how]` that
-/// the module takes (`Handlers::takes_unblock`) becomes `<Handlers::unblock_command> <id>
-/// [how]`, served by the module; `COPY ... DB` is noted for `home`. Filters run when a
-/// command is queued in MULTI too.
+/// Every command passes here first (a few dozen instructions for most). `COPY ... DB` is
+/// noted for `home`; then `Handlers::command` looks at it. Filters run when a command is queued
+/// in MULTI too, and not again when a command held back by `CLIENT PAUSE` finally runs.
 unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    home::next_command(|| api!(RedisModule_CommandFilterGetClientId(fctx) else 0));
-    let argc = api!(RedisModule_CommandFilterArgsCount(fctx) else 0);
-    let arg =
-        |i: c_int| string_bytes(api!(RedisModule_CommandFilterArgGet(fctx, i) else null_mut()));
-    match argc {
-        3 | 4
-            if arg(0).eq_ignore_ascii_case(b"client")
-                && arg(1).eq_ignore_ascii_case(b"unblock") =>
-        {
-            client_unblock(fctx, arg(2))
-        }
-        5 | 6
-            if arg(0).eq_ignore_ascii_case(b"copy")
-                && (3..argc).any(|i| arg(i).eq_ignore_ascii_case(b"db")) =>
-        {
-            let id = api!(RedisModule_CommandFilterGetClientId(fctx) else 0);
-            if id != 0 {
-                home::copying(id);
-            }
-        }
-        _ => {}
+    let cmd = Filtered(fctx);
+    home::next_command(|| cmd.client_id());
+    let argc = cmd.len();
+    if (5..=6).contains(&argc)
+        && cmd.arg(0).eq_ignore_ascii_case(b"copy")
+        && (3..argc).any(|i| cmd.arg(i).eq_ignore_ascii_case(b"db"))
+    {
+        home::copying(cmd.client_id());
+    }
+    if let Some(h) = handlers() {
+        guard(null_mut(), "command filter", || (h.command)(&cmd));
     }
 }
 
-/// `CLIENT UNBLOCK <id_arg> [how]`.
-fn client_unblock(fctx: *mut raw::RedisModuleCommandFilterCtx, id_arg: &[u8]) {
-    // Only an id as the server itself would read it (no sign, no leading zeros): anything
-    // else is left to the server's own CLIENT UNBLOCK, which cannot end these waits.
-    if !matches!(id_arg.first(), Some(b'1'..=b'9')) {
-        return;
+/// A command as the command filter sees it, before it runs.
+pub struct Filtered(*mut raw::RedisModuleCommandFilterCtx);
+
+impl Filtered {
+    /// The number of arguments, the command's name included.
+    pub fn len(&self) -> usize {
+        let n = api!(RedisModule_CommandFilterArgsCount(self.0) else 0);
+        usize::try_from(n).unwrap_or(0)
     }
-    let Some(id) = std::str::from_utf8(id_arg)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
-        return;
-    };
-    let Some(h) = handlers() else {
-        return;
-    };
-    let mut ours = false;
-    guard(null_mut(), "command filter", || {
-        ours = (h.takes_unblock)(id)
-    });
-    if !ours {
-        return;
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
-    let command = h.unblock_command.to_bytes();
-    let name = api!(RedisModule_CreateString(null_mut(), command.as_ptr().cast(), command.len()) else null_mut());
-    if name.is_null() {
-        return;
+
+    /// Argument `i` (0: the command's name); empty past the end.
+    pub fn arg(&self, i: usize) -> &[u8] {
+        let Ok(i) = c_int::try_from(i) else {
+            return &[];
+        };
+        string_bytes(api!(RedisModule_CommandFilterArgGet(self.0, i) else null_mut()))
     }
-    // The filter owns the strings it is given.
-    api!(RedisModule_CommandFilterArgReplace(fctx, 0, name) else ERR);
-    api!(RedisModule_CommandFilterArgDelete(fctx, 1) else ERR);
+
+    /// The id of the client sending it (0 where the server cannot say: Redis 7.0).
+    pub fn client_id(&self) -> u64 {
+        api!(RedisModule_CommandFilterGetClientId(self.0) else 0)
+    }
+
+    /// Make it `<name> <the arguments after the first n>`.
+    pub fn rename(&self, name: &CStr, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let bytes = name.to_bytes();
+        let name = api!(RedisModule_CreateString(null_mut(), bytes.as_ptr().cast(), bytes.len()) else null_mut());
+        if name.is_null() {
+            return;
+        }
+        // The filter owns the strings it is given.
+        api!(RedisModule_CommandFilterArgReplace(self.0, 0, name) else ERR);
+        for _ in 1..n {
+            api!(RedisModule_CommandFilterArgDelete(self.0, 1) else ERR);
+        }
+    }
 }
 
 #[repr(C)]
@@ -227,12 +228,13 @@ unsafe extern "C" fn server_event_cb(
 /// paths rlock takes on it.
 pub fn log_features(ctx: &redis_module::Context) {
     let has = |present: bool| if present { "yes" } else { "no (skipped)" };
-    let (docs, categories, acl, pause) = unsafe {
+    let (docs, categories, acl, pause, filter_client) = unsafe {
         (
             { raw::RedisModule_SetCommandInfo }.is_some(),
             { raw::RedisModule_SetCommandACLCategories }.is_some(),
             { raw::RedisModule_ACLCheckKeyPermissions }.is_some(),
             { raw::RedisModule_AvoidReplicaTraffic }.is_some(),
+            { raw::RedisModule_CommandFilterGetClientId }.is_some(),
         )
     };
     log(
@@ -240,11 +242,13 @@ pub fn log_features(ctx: &redis_module::Context) {
         "notice",
         &format!(
             "rlock: COMMAND DOCS: {}; ACL categories on LOCK.RESETALL/LOCK.UNBLOCK: {}; \
-             ACL checks on lock:<name>: {}; writes held back while paused (AvoidReplicaTraffic): {}",
+             ACL checks on lock:<name>: {}; writes held back while paused (AvoidReplicaTraffic): {}; \
+             python waiters known by client (CommandFilterGetClientId): {}",
             has(docs),
             has(categories),
             has(acl),
-            has(pause)
+            has(pause),
+            if filter_client { "yes" } else { "no (a BLPOP counts until its timeout or one signal)" }
         ),
     );
 }

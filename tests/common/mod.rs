@@ -387,3 +387,18 @@ pub fn sync_replicas(primary: &mut redis::Connection, n: i64) {
         .unwrap();
     assert_eq!(acked, n, "replicas did not acknowledge");
 }
+
+/// What a python-redis-lock client does first when `name` is held: `SET lock:<name> <id> NX EX
+/// 60`, which fails. It may then wait in `BLPOP lock-signal:<name>`, so from here on the module
+/// signals that lock when it frees it (`rlock.python-signal auto`).
+pub fn python_tries(c: &mut redis::Connection, name: &str) {
+    let r: Option<String> = redis::cmd("SET")
+        .arg(format!("lock:{name}"))
+        .arg("py-attempt")
+        .arg("NX")
+        .arg("EX")
+        .arg(60)
+        .query(c)
+        .unwrap();
+    assert_eq!(r, None, "python_tries: lock:{name} should be held");
+}

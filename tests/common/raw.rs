@@ -184,6 +184,13 @@ impl Raw {
         assert_eq!(self.call(&["LOCK.ACQUIRE", name, token, "60"]), R::ok());
     }
 
+    /// python-redis-lock's failing `SET lock:<name> <id> NX EX 60` (see `common::python_tries`).
+    pub fn python_tries(&mut self, name: &str) {
+        let lock = format!("lock:{name}");
+        let r = self.call(&["SET", lock.as_str(), "py-attempt", "NX", "EX", "60"]);
+        assert_eq!(r, R::nil(), "python_tries: {lock} should be held");
+    }
+
     pub fn release(&mut self, name: &str, token: &str) -> i64 {
         self.call(&["LOCK.RELEASE", name, token]).int()
     }

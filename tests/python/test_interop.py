@@ -154,6 +154,34 @@ def test_module_lock_expiry_wakes_python_waiter(r, new_client, spawn):
     assert 25_000 < r.pttl("lock:n") <= 30_000
 
 
+def test_module_release_wakes_python_waiters_without_timeout_one_by_one(r, new_client, spawn):
+    """python-redis-lock with neither timeout nor expire waits in BLPOP 0 for a signal only:
+    the module must know it is there (rlock.python-signal auto) however long it has waited."""
+    assert r.config_get("rlock.python-signal") == {"rlock.python-signal": "auto"}
+    assert text(r.execute_command("LOCK.ACQUIRE", "n", "mod", 60)) == "OK"
+    first = redis_lock.Lock(new_client(), "n")
+    second = redis_lock.Lock(new_client(), "n")
+    a = spawn(python_acquire, first, None)
+    wait_blocked(r, 1)
+    b = spawn(python_acquire, second, None)
+    wait_blocked(r, 2)
+
+    assert r.execute_command("LOCK.RELEASE", "n", "mod") == 1
+    done, _ = wait([a, b], timeout=WAKE, return_when="FIRST_COMPLETED")
+    assert len(done) == 1, "one release wakes one python waiter, which takes the lock"
+    winner, loser = (first, second) if a in done else (second, first)
+    assert owner(r, "n") == winner.id
+    wait_blocked(r, 1)
+
+    # The winner hands it back through the module (as a module client with its token would).
+    assert r.execute_command("LOCK.RELEASE", "n", winner.id) == 1
+    acquired, _ = result_within(b if a in done else a, WAKE, "the second python waiter")
+    assert acquired is True
+    assert owner(r, "n") == loser.id
+    loser.release()
+    assert blocked_clients(r) == 0
+
+
 # --- each API on the other's locks ---------------------------------------------------------------
 
 def test_python_api_on_module_lock(r):

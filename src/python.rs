@@ -1,0 +1,300 @@
+//! Who may be waiting for a lock the python-redis-lock way, so that a lock the module frees is
+//! signalled (`lock-signal:<name>`) only when someone can be woken by it. Plain data: takes
+//! `now` and a way to ask whether a client is still blocked; no Redis types.
+//!
+//! python-redis-lock acquires with `SET lock:<name> id NX [EX expire]`, and while that fails,
+//! `BLPOP lock-signal:<name> timeout` (0: no limit). So a name has a possible python waiter when
+//! - a `BLPOP` on its signal is seen, for as long as that client stays blocked, at most its
+//!   timeout; or
+//! - a `SET lock:<name>` not made by the module is seen, for `ATTEMPT_GRACE_MS` after it: the
+//!   client may be on its way from a failed `SET` to its `BLPOP`, and a release in between must
+//!   leave a signal for it to find (python-redis-lock's own signal lasts 1 s for the same
+//!   reason); or
+//! - a client was already blocked in `BLPOP`/`BRPOP` when the module was loaded (name unknown:
+//!   every name), for as long as it stays blocked.
+//!
+//! Entries of clients no longer blocked are dropped when their name is asked about, and all of
+//! them by a sweep whenever the table has doubled since the last one, so the table stays in
+//! proportion to the python clients actually waiting.
+
+use std::collections::HashMap;
+
+/// How long after a `SET lock:<name>` by a client (not the module) that name is treated as
+/// possibly awaited by it.
+pub const ATTEMPT_GRACE_MS: i64 = 10_000;
+
+/// The smallest table size that triggers a sweep.
+const MIN_SWEEP: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Watch {
+    client: u64,
+    /// The end of the possible wait (ms; `i64::MAX`: none).
+    until: i64,
+    /// Whether the wait lasts only while the client is blocked (a `BLPOP`), or regardless (a
+    /// `SET` on its way to one).
+    while_blocked: bool,
+}
+
+/// The client of a watch when the server cannot say who sent the command (Redis 7.0 has no
+/// `RedisModule_CommandFilterGetClientId`): such a `BLPOP` counts until its timeout, or until
+/// a signal has been left for it (one per signal: one `LPUSH` wakes one waiter).
+pub const UNKNOWN_CLIENT: u64 = 0;
+
+impl Watch {
+    fn live(&self, now: i64, blocked: &mut impl FnMut(u64) -> bool) -> bool {
+        now < self.until
+            && (!self.while_blocked || self.client == UNKNOWN_CLIENT || blocked(self.client))
+    }
+}
+
+#[derive(Default)]
+pub struct PythonWaiters {
+    by_name: HashMap<Vec<u8>, Vec<Watch>>,
+    /// Clients blocked in a list pop at load, on names unknown.
+    anywhere: Vec<u64>,
+    entries: usize,
+    next_sweep: usize,
+}
+
+impl PythonWaiters {
+    pub fn new() -> Self {
+        PythonWaiters {
+            next_sweep: MIN_SWEEP,
+            ..Default::default()
+        }
+    }
+
+    /// `client` blocks in `BLPOP` on `name`'s signal until `until` (ms; `i64::MAX`: no limit).
+    pub fn blpop(&mut self, name: &[u8], client: u64, until: i64, now: i64) {
+        self.note(
+            name,
+            Watch {
+                client,
+                until,
+                while_blocked: true,
+            },
+            now,
+        );
+    }
+
+    /// `client` sets `lock:<name>` itself (a python-redis-lock acquire, which may fail).
+    pub fn set(&mut self, name: &[u8], client: u64, now: i64) {
+        let until = crate::core::later(now, ATTEMPT_GRACE_MS);
+        self.note(
+            name,
+            Watch {
+                client,
+                until,
+                while_blocked: false,
+            },
+            now,
+        );
+    }
+
+    /// Clients already blocked in a list pop when the module was loaded.
+    pub fn blocked_at_load(&mut self, clients: Vec<u64>) {
+        self.anywhere = clients;
+    }
+
+    /// Whether a python-redis-lock client may be waiting for `name` to be signalled.
+    pub fn may_wait(
+        &mut self,
+        name: &[u8],
+        now: i64,
+        mut blocked: impl FnMut(u64) -> bool,
+    ) -> bool {
+        if !self.anywhere.is_empty() {
+            self.anywhere.retain(|c| blocked(*c));
+            if !self.anywhere.is_empty() {
+                return true;
+            }
+        }
+        let Some(watches) = self.by_name.get_mut(name) else {
+            return false;
+        };
+        let before = watches.len();
+        watches.retain(|w| w.live(now, &mut blocked));
+        let left = watches.len();
+        self.entries = self.entries.saturating_sub(before - left);
+        if left == 0 {
+            self.by_name.remove(name);
+        }
+        left > 0
+    }
+
+    /// A signal was left for `name`'s waiters: it wakes one of them, and if that one is a
+    /// waiter whose client is unknown, its watch ends (a known client's ends when it is no
+    /// longer blocked).
+    pub fn signalled(&mut self, name: &[u8]) {
+        let Some(watches) = self.by_name.get_mut(name) else {
+            return;
+        };
+        if let Some(i) = watches
+            .iter()
+            .position(|w| w.while_blocked && w.client == UNKNOWN_CLIENT)
+        {
+            watches.remove(i);
+            self.entries = self.entries.saturating_sub(1);
+            if watches.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
+
+    /// How many watches are kept (for tests and `INFO`).
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Drop every watch that has ended.
+    pub fn sweep(&mut self, now: i64, mut blocked: impl FnMut(u64) -> bool) {
+        self.by_name.retain(|_, watches| {
+            watches.retain(|w| w.live(now, &mut blocked));
+            !watches.is_empty()
+        });
+        self.entries = self.by_name.values().map(Vec::len).sum();
+        self.next_sweep = MIN_SWEEP.max(self.entries.saturating_mul(2));
+    }
+
+    /// Whether the table has grown enough since the last sweep to sweep it now.
+    pub fn wants_sweep(&self) -> bool {
+        self.entries >= self.next_sweep
+    }
+
+    fn note(&mut self, name: &[u8], watch: Watch, now: i64) {
+        let watches = self.by_name.entry(name.to_vec()).or_default();
+        // One watch per client and kind: a client waits for one thing at a time.
+        if let Some(w) = watches.iter_mut().find(|w| {
+            w.client == watch.client
+                && w.client != UNKNOWN_CLIENT
+                && w.while_blocked == watch.while_blocked
+        }) {
+            *w = watch;
+            return;
+        }
+        // Watches that ended without the client being asked about (a timed-out BLPOP) go first.
+        let before = watches.len();
+        watches.retain(|w| now < w.until);
+        self.entries = self.entries.saturating_sub(before - watches.len());
+        watches.push(watch);
+        self.entries += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEVER: i64 = i64::MAX;
+
+    #[test]
+    fn nobody_seen_nobody_waits() {
+        let mut p = PythonWaiters::new();
+        assert!(!p.may_wait(b"a", 0, |_| true));
+    }
+
+    #[test]
+    fn a_blpop_waits_while_blocked_and_until_its_timeout() {
+        let mut p = PythonWaiters::new();
+        p.blpop(b"a", 7, 1_000, 0);
+        assert!(p.may_wait(b"a", 999, |_| true));
+        assert!(!p.may_wait(b"b", 999, |_| true), "only its own name");
+        assert!(!p.may_wait(b"a", 1_000, |_| true), "timed out");
+        assert!(p.is_empty());
+        p.blpop(b"a", 7, NEVER, 0);
+        assert!(
+            p.may_wait(b"a", i64::MAX - 1, |_| true),
+            "BLPOP 0 waits forever"
+        );
+        assert!(!p.may_wait(b"a", 5, |_| false), "woken, gave up or gone");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_set_counts_for_the_grace_even_unblocked() {
+        let mut p = PythonWaiters::new();
+        p.set(b"a", 7, 100);
+        assert!(p.may_wait(b"a", 100 + ATTEMPT_GRACE_MS - 1, |_| false));
+        assert!(!p.may_wait(b"a", 100 + ATTEMPT_GRACE_MS, |_| false));
+        p.set(b"a", 7, i64::MAX - 5);
+        assert!(p.may_wait(b"a", i64::MAX - 1, |_| false), "saturates");
+    }
+
+    #[test]
+    fn several_waiters_on_one_name_each_count() {
+        let mut p = PythonWaiters::new();
+        p.blpop(b"a", 1, NEVER, 0);
+        p.blpop(b"a", 2, NEVER, 0);
+        p.blpop(b"a", 2, NEVER, 0);
+        assert_eq!(p.len(), 2, "one watch per client");
+        assert!(p.may_wait(b"a", 1, |c| c == 2));
+        assert_eq!(p.len(), 1);
+        assert!(!p.may_wait(b"a", 1, |_| false));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn unknown_clients_count_until_their_timeout_or_one_signal_each() {
+        let mut p = PythonWaiters::new();
+        p.blpop(b"a", UNKNOWN_CLIENT, NEVER, 0);
+        p.blpop(b"a", UNKNOWN_CLIENT, 50, 0);
+        assert_eq!(p.len(), 2, "two waiters, not one");
+        assert!(
+            p.may_wait(b"a", 10, |_| false),
+            "cannot ask whether it is blocked"
+        );
+        p.signalled(b"a");
+        assert!(p.may_wait(b"a", 10, |_| false));
+        p.signalled(b"a");
+        assert!(!p.may_wait(b"a", 10, |_| false));
+        p.blpop(b"b", UNKNOWN_CLIENT, 50, 0);
+        assert!(!p.may_wait(b"b", 50, |_| false), "timed out");
+        p.set(b"c", UNKNOWN_CLIENT, 0);
+        p.signalled(b"c");
+        assert!(
+            p.may_wait(b"c", 1, |_| false),
+            "an attempt is not a waiter to wake"
+        );
+    }
+
+    #[test]
+    fn clients_blocked_at_load_wait_on_every_name_until_unblocked() {
+        let mut p = PythonWaiters::new();
+        p.blocked_at_load(vec![3, 4]);
+        assert!(p.may_wait(b"x", 0, |c| c == 4));
+        assert!(p.may_wait(b"y", 0, |c| c == 4));
+        assert!(!p.may_wait(b"x", 0, |_| false));
+    }
+
+    #[test]
+    fn sweeps_keep_the_table_in_proportion() {
+        let mut p = PythonWaiters::new();
+        for i in 0..10_000u64 {
+            p.blpop(i.to_string().as_bytes(), i, NEVER, 0);
+            if p.wants_sweep() {
+                p.sweep(0, |c| c % 100 == 0);
+            }
+        }
+        assert!(p.len() < 2 * MIN_SWEEP, "{}", p.len());
+        p.sweep(0, |c| c % 100 == 0);
+        assert_eq!(p.len(), 100);
+        assert!(p.may_wait(b"200", 0, |c| c % 100 == 0));
+        assert!(!p.may_wait(b"201", 0, |c| c % 100 == 0));
+    }
+
+    #[test]
+    fn extreme_times_never_wrap() {
+        let mut p = PythonWaiters::new();
+        for now in [0, 1, i64::MAX / 1000, i64::MAX - 1, i64::MAX] {
+            p.set(b"a", 1, now);
+            p.blpop(b"a", 2, now.saturating_add(5), now);
+            let _ = p.may_wait(b"a", now, |_| true);
+            p.sweep(now, |_| true);
+        }
+    }
+}
