@@ -91,16 +91,11 @@ pub fn python_waits(client: u64, name: &[u8], timeout_ms: Option<i64>) {
     });
 }
 
-/// Client `client` sets `lock:<name>` itself: python-redis-lock's acquire, which, if the lock
+/// A client sets `lock:<name>` itself: python-redis-lock's acquire, which, if the lock
 /// is taken, goes on to wait in `BLPOP`.
-pub fn python_tries(client: u64, name: &[u8]) {
+pub fn python_tries(name: &[u8]) {
     let now = Ctx::now_ms();
-    with(|s| {
-        s.python.set(name, client, now);
-        if s.python.wants_sweep() {
-            s.python.sweep(now, redis::client_blocked);
-        }
-    });
+    with(|s| s.python.set(name, now));
 }
 
 /// A signal was left for `name`'s python waiters.

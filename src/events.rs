@@ -32,7 +32,7 @@ fn command(cmd: &Filtered) {
     let name = cmd.arg(0);
     if name.eq_ignore_ascii_case(b"set") {
         if let Some(lock) = cmd.arg(1).strip_prefix(keys::LOCK_PREFIX) {
-            engine::python_tries(cmd.client_id(), lock);
+            engine::python_tries(lock);
         }
     } else if name.eq_ignore_ascii_case(b"blpop") || name.eq_ignore_ascii_case(b"brpop") {
         let Some(timeout) = block_timeout_ms(cmd.arg(argc - 1)) else {

@@ -13,11 +13,16 @@
 //! - a client was already blocked in `BLPOP`/`BRPOP` when the module was loaded (name unknown:
 //!   every name), for as long as it stays blocked.
 //!
-//! Entries of clients no longer blocked are dropped when their name is asked about, and all of
-//! them by a sweep whenever the table has doubled since the last one, so the table stays in
-//! proportion to the python clients actually waiting.
+//! Names are kept as 64-bit hashes: no copy of the name, and a collision only signals a lock
+//! nobody waits for. Watches of clients no longer blocked are dropped when their name is asked
+//! about, and all of them by a sweep whenever the table has doubled since the last one, so the
+//! table stays in proportion to the python clients actually waiting. Attempts are many more
+//! (one per python-redis-lock acquire, waiting or not) and kept in a table of at most
+//! `MAX_ATTEMPTS`: when it is full of attempts still in their grace, every lock counts as
+//! possibly awaited until the grace of the newest one ends (more signals, never a missed one).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 /// How long after a `SET lock:<name>` by a client (not the module) that name is treated as
 /// possibly awaited by it.
@@ -26,14 +31,20 @@ pub const ATTEMPT_GRACE_MS: i64 = 10_000;
 /// The smallest table size that triggers a sweep.
 const MIN_SWEEP: usize = 1024;
 
+/// The most attempts kept (about 24 bytes each).
+pub const MAX_ATTEMPTS: usize = 1 << 16;
+
+/// A name's hash (fixed keys: the same name always hashes alike).
+fn hash(name: &[u8]) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
+}
+
+/// A client blocked in `BLPOP` on a name's signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Watch {
     client: u64,
-    /// The end of the possible wait (ms; `i64::MAX`: none).
+    /// The end of its timeout (ms; `i64::MAX`: none).
     until: i64,
-    /// Whether the wait lasts only while the client is blocked (a `BLPOP`), or regardless (a
-    /// `SET` on its way to one).
-    while_blocked: bool,
 }
 
 /// The client of a watch when the server cannot say who sent the command (Redis 7.0 has no
@@ -43,14 +54,18 @@ pub const UNKNOWN_CLIENT: u64 = 0;
 
 impl Watch {
     fn live(&self, now: i64, blocked: &mut impl FnMut(u64) -> bool) -> bool {
-        now < self.until
-            && (!self.while_blocked || self.client == UNKNOWN_CLIENT || blocked(self.client))
+        now < self.until && (self.client == UNKNOWN_CLIENT || blocked(self.client))
     }
 }
 
 #[derive(Default)]
 pub struct PythonWaiters {
-    by_name: HashMap<Vec<u8>, Vec<Watch>>,
+    /// Blocked `BLPOP`s by name hash.
+    by_name: HashMap<u64, Vec<Watch>>,
+    /// `SET lock:<name>` attempts by name hash: the end of their grace.
+    attempts: HashMap<u64, i64>,
+    /// Until when every name counts as awaited (the attempts table overflowed).
+    all_until: i64,
     /// Clients blocked in a list pop at load, on names unknown.
     anywhere: Vec<u64>,
     entries: usize,
@@ -67,29 +82,23 @@ impl PythonWaiters {
 
     /// `client` blocks in `BLPOP` on `name`'s signal until `until` (ms; `i64::MAX`: no limit).
     pub fn blpop(&mut self, name: &[u8], client: u64, until: i64, now: i64) {
-        self.note(
-            name,
-            Watch {
-                client,
-                until,
-                while_blocked: true,
-            },
-            now,
-        );
+        self.note(hash(name), Watch { client, until }, now);
     }
 
-    /// `client` sets `lock:<name>` itself (a python-redis-lock acquire, which may fail).
-    pub fn set(&mut self, name: &[u8], client: u64, now: i64) {
+    /// Someone sets `lock:<name>` itself (a python-redis-lock acquire, which may fail).
+    pub fn set(&mut self, name: &[u8], now: i64) {
         let until = crate::core::later(now, ATTEMPT_GRACE_MS);
-        self.note(
-            name,
-            Watch {
-                client,
-                until,
-                while_blocked: false,
-            },
-            now,
-        );
+        if self.attempts.len() >= MAX_ATTEMPTS {
+            self.attempts.retain(|_, end| now < *end);
+            if self.attempts.len() >= MAX_ATTEMPTS / 2 {
+                // Still mostly live: drop them all, and count every name instead, until the
+                // newest of them (this one) would have ended.
+                self.attempts.clear();
+                self.all_until = self.all_until.max(until);
+                return;
+            }
+        }
+        self.attempts.insert(hash(name), until);
     }
 
     /// Clients already blocked in a list pop when the module was loaded.
@@ -104,13 +113,27 @@ impl PythonWaiters {
         now: i64,
         mut blocked: impl FnMut(u64) -> bool,
     ) -> bool {
+        if now < self.all_until {
+            return true;
+        }
         if !self.anywhere.is_empty() {
             self.anywhere.retain(|c| blocked(*c));
             if !self.anywhere.is_empty() {
                 return true;
             }
         }
-        let Some(watches) = self.by_name.get_mut(name) else {
+        if self.attempts.is_empty() && self.by_name.is_empty() {
+            return false;
+        }
+        let h = hash(name);
+        match self.attempts.get(&h) {
+            Some(end) if now < *end => return true,
+            Some(_) => {
+                self.attempts.remove(&h);
+            }
+            None => {}
+        }
+        let Some(watches) = self.by_name.get_mut(&h) else {
             return false;
         };
         let before = watches.len();
@@ -118,7 +141,7 @@ impl PythonWaiters {
         let left = watches.len();
         self.entries = self.entries.saturating_sub(before - left);
         if left == 0 {
-            self.by_name.remove(name);
+            self.by_name.remove(&h);
         }
         left > 0
     }
@@ -127,22 +150,20 @@ impl PythonWaiters {
     /// waiter whose client is unknown, its watch ends (a known client's ends when it is no
     /// longer blocked).
     pub fn signalled(&mut self, name: &[u8]) {
-        let Some(watches) = self.by_name.get_mut(name) else {
+        let h = hash(name);
+        let Some(watches) = self.by_name.get_mut(&h) else {
             return;
         };
-        if let Some(i) = watches
-            .iter()
-            .position(|w| w.while_blocked && w.client == UNKNOWN_CLIENT)
-        {
+        if let Some(i) = watches.iter().position(|w| w.client == UNKNOWN_CLIENT) {
             watches.remove(i);
             self.entries = self.entries.saturating_sub(1);
             if watches.is_empty() {
-                self.by_name.remove(name);
+                self.by_name.remove(&h);
             }
         }
     }
 
-    /// How many watches are kept (for tests and `INFO`).
+    /// How many `BLPOP` watches are kept (for tests and `INFO`).
     pub fn len(&self) -> usize {
         self.entries
     }
@@ -151,14 +172,20 @@ impl PythonWaiters {
         self.entries == 0
     }
 
-    /// Drop every watch that has ended.
+    /// Drop every watch and attempt that has ended.
     pub fn sweep(&mut self, now: i64, mut blocked: impl FnMut(u64) -> bool) {
         self.by_name.retain(|_, watches| {
             watches.retain(|w| w.live(now, &mut blocked));
             !watches.is_empty()
         });
+        self.attempts.retain(|_, end| now < *end);
         self.entries = self.by_name.values().map(Vec::len).sum();
         self.next_sweep = MIN_SWEEP.max(self.entries.saturating_mul(2));
+    }
+
+    /// How many attempts are kept.
+    pub fn attempts(&self) -> usize {
+        self.attempts.len()
     }
 
     /// Whether the table has grown enough since the last sweep to sweep it now.
@@ -166,14 +193,13 @@ impl PythonWaiters {
         self.entries >= self.next_sweep
     }
 
-    fn note(&mut self, name: &[u8], watch: Watch, now: i64) {
-        let watches = self.by_name.entry(name.to_vec()).or_default();
-        // One watch per client and kind: a client waits for one thing at a time.
-        if let Some(w) = watches.iter_mut().find(|w| {
-            w.client == watch.client
-                && w.client != UNKNOWN_CLIENT
-                && w.while_blocked == watch.while_blocked
-        }) {
+    fn note(&mut self, name: u64, watch: Watch, now: i64) {
+        let watches = self.by_name.entry(name).or_default();
+        // One watch per known client: a client waits for one thing at a time.
+        if let Some(w) = watches
+            .iter_mut()
+            .find(|w| w.client == watch.client && w.client != UNKNOWN_CLIENT)
+        {
             *w = watch;
             return;
         }
@@ -218,10 +244,10 @@ mod tests {
     #[test]
     fn a_set_counts_for_the_grace_even_unblocked() {
         let mut p = PythonWaiters::new();
-        p.set(b"a", 7, 100);
+        p.set(b"a", 100);
         assert!(p.may_wait(b"a", 100 + ATTEMPT_GRACE_MS - 1, |_| false));
         assert!(!p.may_wait(b"a", 100 + ATTEMPT_GRACE_MS, |_| false));
-        p.set(b"a", 7, i64::MAX - 5);
+        p.set(b"a", i64::MAX - 5);
         assert!(p.may_wait(b"a", i64::MAX - 1, |_| false), "saturates");
     }
 
@@ -254,7 +280,7 @@ mod tests {
         assert!(!p.may_wait(b"a", 10, |_| false));
         p.blpop(b"b", UNKNOWN_CLIENT, 50, 0);
         assert!(!p.may_wait(b"b", 50, |_| false), "timed out");
-        p.set(b"c", UNKNOWN_CLIENT, 0);
+        p.set(b"c", 0);
         p.signalled(b"c");
         assert!(
             p.may_wait(b"c", 1, |_| false),
@@ -288,10 +314,36 @@ mod tests {
     }
 
     #[test]
+    fn attempts_are_bounded_and_overflow_to_every_name() {
+        let mut p = PythonWaiters::new();
+        for i in 0..MAX_ATTEMPTS {
+            p.set(i.to_string().as_bytes(), 0);
+        }
+        assert_eq!(p.attempts(), MAX_ATTEMPTS);
+        assert!(!p.may_wait(b"never-tried", 1, |_| false));
+        p.set(b"one-more", 1);
+        assert!(p.attempts() <= MAX_ATTEMPTS, "{}", p.attempts());
+        assert!(
+            p.may_wait(b"never-tried", 2, |_| false),
+            "overflow: every name"
+        );
+        assert!(p.may_wait(b"one-more", 1 + ATTEMPT_GRACE_MS - 1, |_| false));
+        assert!(!p.may_wait(b"never-tried", 1 + ATTEMPT_GRACE_MS, |_| false));
+        // Attempts that ended make room instead.
+        let mut p = PythonWaiters::new();
+        for i in 0..MAX_ATTEMPTS {
+            p.set(i.to_string().as_bytes(), 0);
+        }
+        p.set(b"later", ATTEMPT_GRACE_MS);
+        assert_eq!(p.attempts(), 1);
+        assert!(!p.may_wait(b"never-tried", ATTEMPT_GRACE_MS, |_| false));
+    }
+
+    #[test]
     fn extreme_times_never_wrap() {
         let mut p = PythonWaiters::new();
         for now in [0, 1, i64::MAX / 1000, i64::MAX - 1, i64::MAX] {
-            p.set(b"a", 1, now);
+            p.set(b"a", now);
             p.blpop(b"a", 2, now.saturating_add(5), now);
             let _ = p.may_wait(b"a", now, |_| true);
             p.sweep(now, |_| true);
