@@ -25,8 +25,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 /// How long after a `SET lock:<name>` by a client (not the module) that name is treated as
-/// possibly awaited by it.
-pub const ATTEMPT_GRACE_MS: i64 = 10_000;
+/// possibly awaited by it: twice python-redis-lock's default `signal_expire` (1 s), the time it
+/// gives a client to get from a failed `SET` to its `BLPOP` before its own signal is gone.
+pub const ATTEMPT_GRACE_MS: i64 = 2_000;
 
 /// The smallest table size that triggers a sweep.
 const MIN_SWEEP: usize = 1024;
