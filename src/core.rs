@@ -208,6 +208,24 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         out
     }
 
+    /// A place in the arrival order for a waiter the core does not queue (a python-redis-lock
+    /// client blocked in `BLPOP`): later than every waiter queued so far, earlier than every
+    /// waiter queued after.
+    pub fn ticket(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// The place in the arrival order of `lock`'s first live waiter.
+    pub fn first_ticket(&self, lock: &LockId) -> Option<u64> {
+        let queue = self.queues.get(lock)?;
+        queue
+            .order
+            .iter()
+            .find(|(h, seq)| matches!(self.waiters.get(h), Some(w) if w.seq == *seq))
+            .map(|(_, seq)| *seq)
+    }
+
     /// Whether any client is queued for `lock`.
     pub fn has_waiters(&self, lock: &LockId) -> bool {
         self.queues.contains_key(lock)
@@ -732,6 +750,23 @@ mod tests {
     /// and the values around which Redis's microsecond arithmetic wraps (2^63/1000 ms,
     /// 2^64/10^6 s). Whatever the mix, sums saturate, timers stay within the horizon, nothing
     /// is due before its time, and a lease or wait that never ends never comes due.
+    #[test]
+    fn tickets_interleave_with_queued_waiters() {
+        let mut core: Core<u32> = Core::new();
+        let a = LockId::new(0, b"a");
+        assert_eq!(core.first_ticket(&a), None);
+        let python = core.ticket();
+        core.enqueue(&a, 1, 11, b"t1", 1000, None);
+        let first = core.first_ticket(&a).unwrap();
+        assert!(python < first, "a ticket drawn before a waiter comes first");
+        core.enqueue(&a, 2, 12, b"t2", 1000, None);
+        let later_python = core.ticket();
+        assert_eq!(core.first_ticket(&a), Some(first));
+        core.remove(1);
+        let second = core.first_ticket(&a).unwrap();
+        assert!(first < second && second < later_python);
+    }
+
     #[test]
     fn extreme_times_never_wrap() {
         use rand::{RngExt, SeedableRng};

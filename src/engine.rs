@@ -19,10 +19,11 @@
 //! Locking rule: the state's mutex is never held across a Redis API call that can call back into
 //! this module (opening a key can expire it, which fires a keyspace event).
 
+use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 use crate::config::{self, PythonSignal};
-use crate::core::{later, timer_period, Check, Core, LockId, Removed};
+use crate::core::{later, timer_period, Check, Core, Grant, LockId, Removed};
 use crate::keys;
 use crate::python::PythonWaiters;
 use crate::redis::{self, CmdError, CmdResult, Ctx, Handle, Key, Kind, Reply, Unblocked};
@@ -30,12 +31,19 @@ use crate::redis::{self, CmdError, CmdResult, Ctx, Handle, Key, Kind, Reply, Unb
 /// How often due looks are retried while writes are paused.
 const PAUSE_POLL_MS: i64 = 10;
 
+/// How long a lock is kept free for the python-redis-lock waiter whose turn it is: time for it
+/// to be woken and to send its `SET NX`. If it does not come, the next in line is served.
+pub const PYTHON_TURN_MS: i64 = 50;
+
 struct State {
     core: Core<Handle>,
     /// The armed module timer and when it fires.
     timer: Option<(u64, i64)>,
     /// Who may be waiting the python-redis-lock way.
     python: PythonWaiters,
+    /// Locks kept free for a python-redis-lock waiter whose turn it is: name → (database,
+    /// until when). Module clients wait meanwhile.
+    python_turns: HashMap<Vec<u8>, (i32, i64)>,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
@@ -43,6 +51,7 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         core: Core::new(),
         timer: None,
         python: PythonWaiters::new(),
+        python_turns: HashMap::new(),
     })
 });
 
@@ -60,6 +69,7 @@ pub fn forget_everything() {
         s.core = Core::new();
         s.timer = None;
         s.python = PythonWaiters::new();
+        s.python_turns = HashMap::new();
     });
 }
 
@@ -84,7 +94,8 @@ pub fn python_waits(client: u64, name: &[u8], timeout_ms: Option<i64>) {
     let now = Ctx::now_ms();
     let until = timeout_ms.map_or(i64::MAX, |ms| later(now, ms));
     with(|s| {
-        s.python.blpop(name, client, until, now);
+        let ticket = s.core.ticket();
+        s.python.blpop(name, client, until, now, ticket);
         if s.python.wants_sweep() {
             s.python.sweep(now, redis::client_blocked);
         }
@@ -95,7 +106,23 @@ pub fn python_waits(client: u64, name: &[u8], timeout_ms: Option<i64>) {
 /// is taken, goes on to wait in `BLPOP`.
 pub fn python_tries(name: &[u8]) {
     let now = Ctx::now_ms();
-    with(|s| s.python.set(name, now));
+    with(|s| {
+        s.python.set(name, now);
+        // If it was its turn, it has come: the lock is its own from here (or someone's).
+        if !s.python_turns.is_empty() {
+            s.python_turns.remove(name);
+        }
+    });
+}
+
+/// Until when `lock` is kept free for a python-redis-lock waiter (None: it is not).
+fn python_turn(s: &mut State, lock: &LockId, now: i64) -> Option<i64> {
+    let &(db, until) = s.python_turns.get(&lock.name)?;
+    if now >= until {
+        s.python_turns.remove(&lock.name);
+        return None;
+    }
+    (db == lock.db).then_some(until)
 }
 
 /// A signal was left for `name`'s python waiters.
@@ -130,6 +157,27 @@ pub fn acquire(
     // scheduled): they go first.
     if key.kind() == Kind::Empty && has_waiters(ctx, name) {
         hand_over_or_free(ctx, &mut key, name, key_name, now, false);
+    }
+    // Kept free for a python-redis-lock waiter: as if held until then.
+    let turn = if key.kind() == Kind::Empty {
+        with(|s| {
+            if s.python_turns.is_empty() {
+                None
+            } else {
+                python_turn(s, &LockId::new(ctx.db(), name), now)
+            }
+        })
+    } else {
+        None
+    };
+    if let Some(until) = turn {
+        return match block_ms {
+            Some(ms) if ctx.may_block() => {
+                let blocked = wait(ctx, name, token, ttl_ms, ms, Some(until));
+                Ok(if blocked { Reply::Blocked } else { Reply::Nil })
+            }
+            _ => Ok(Reply::Nil),
+        };
     }
     if key.kind() == Kind::Empty {
         keys::write_owner(ctx, &mut key, key_name, token, later(now, ttl_ms));
@@ -451,19 +499,41 @@ fn hand_over_or_free(
     now: i64,
     signal: bool,
 ) {
-    let (timed_out, grant) = with(|s| {
+    let lock = LockId::new(ctx.db(), name);
+    let policy = config::python_signal();
+    let (timed_out, next) = with(|s| {
         if s.core.waiting() == 0 {
-            return (Vec::new(), None);
+            return (Vec::new(), Next::Free);
         }
         // A waiter whose time is up is answered nil, not handed the lock.
         let timed_out = s.core.take_timed_out(now);
-        (timed_out, s.core.pop_next(&LockId::new(ctx.db(), name)))
+        if !s.python_turns.is_empty() {
+            if let Some(until) = python_turn(s, &lock, now) {
+                return (timed_out, Next::PythonsTurn(until, false));
+            }
+        }
+        // A python-redis-lock waiter that blocked before the first module waiter goes first.
+        if policy != PythonSignal::never && !s.python.is_empty() {
+            let python = s.python.first_in_line(name, now, redis::client_blocked);
+            if let (Some(ticket), Some(first)) = (python, s.core.first_ticket(&lock)) {
+                if ticket < first {
+                    s.python.take_turn(name, ticket);
+                    let until = later(now, PYTHON_TURN_MS);
+                    s.python_turns.insert(name.to_vec(), (lock.db, until));
+                    return (timed_out, Next::PythonsTurn(until, true));
+                }
+            }
+        }
+        (
+            timed_out,
+            s.core.pop_next(&lock).map_or(Next::Free, Next::Grant),
+        )
     });
     for handle in timed_out {
         redis::unblock(handle, Unblocked::Nil);
     }
-    match grant {
-        Some(grant) => {
+    match next {
+        Next::Grant(grant) => {
             let at = later(now, grant.ttl_ms);
             keys::write_owner(ctx, key, key_name, &grant.token, at);
             redis::unblock(grant.handle, Unblocked::Granted);
@@ -472,14 +542,34 @@ fn hand_over_or_free(
             }
             lease_changed(ctx, name, at);
         }
-        None => {
+        Next::Free => {
             keys::delete(ctx, key, key_name);
             if signal && python_may_wait(name, now) {
                 keys::signal(ctx, name, now);
                 python_signalled(name);
             }
         }
+        Next::PythonsTurn(until, wake) => {
+            // Free for the python-redis-lock waiter whose turn it is; the module's waiters are
+            // looked at again when the turn ends (if it has not taken the lock by then).
+            keys::delete(ctx, key, key_name);
+            if wake {
+                keys::signal(ctx, name, now);
+            }
+            with(|s| s.core.schedule(&lock, until, false));
+            rearm(ctx);
+        }
     }
+}
+
+/// What becomes of a lock being let go.
+enum Next {
+    /// Handed to the first module waiter.
+    Grant(Grant<Handle>),
+    /// Deleted: nobody the module serves waits for it.
+    Free,
+    /// Kept free until then for a python-redis-lock waiter (woken now if `true`).
+    PythonsTurn(i64, bool),
 }
 
 /// Arm the module timer for the earliest due look or deadline, unless it already fires by

@@ -46,6 +46,8 @@ struct Watch {
     client: u64,
     /// The end of its timeout (ms; `i64::MAX`: none).
     until: i64,
+    /// Its place in the arrival order, among module waiters too (`Core::ticket`).
+    ticket: u64,
 }
 
 /// The client of a watch when the server cannot say who sent the command (Redis 7.0 has no
@@ -82,8 +84,17 @@ impl PythonWaiters {
     }
 
     /// `client` blocks in `BLPOP` on `name`'s signal until `until` (ms; `i64::MAX`: no limit).
-    pub fn blpop(&mut self, name: &[u8], client: u64, until: i64, now: i64) {
-        self.note(hash(name), Watch { client, until }, now);
+    /// `ticket` is its place in the arrival order.
+    pub fn blpop(&mut self, name: &[u8], client: u64, until: i64, now: i64, ticket: u64) {
+        self.note(
+            hash(name),
+            Watch {
+                client,
+                until,
+                ticket,
+            },
+            now,
+        );
     }
 
     /// Someone sets `lock:<name>` itself (a python-redis-lock acquire, which may fail).
@@ -147,6 +158,41 @@ impl PythonWaiters {
         left > 0
     }
 
+    /// The place in the arrival order of the first python-redis-lock client still blocked on
+    /// `name`'s signal: the one a signal would wake (Redis serves a list's blocked clients in
+    /// the order they blocked).
+    pub fn first_in_line(
+        &mut self,
+        name: &[u8],
+        now: i64,
+        mut blocked: impl FnMut(u64) -> bool,
+    ) -> Option<u64> {
+        let h = hash(name);
+        let watches = self.by_name.get_mut(&h)?;
+        let before = watches.len();
+        watches.retain(|w| w.live(now, &mut blocked));
+        self.entries = self.entries.saturating_sub(before - watches.len());
+        let first = watches.iter().map(|w| w.ticket).min();
+        if watches.is_empty() {
+            self.by_name.remove(&h);
+        }
+        first
+    }
+
+    /// The waiter with `ticket` is being woken (its turn): it no longer waits in line.
+    pub fn take_turn(&mut self, name: &[u8], ticket: u64) {
+        let h = hash(name);
+        let Some(watches) = self.by_name.get_mut(&h) else {
+            return;
+        };
+        let before = watches.len();
+        watches.retain(|w| w.ticket != ticket);
+        self.entries = self.entries.saturating_sub(before - watches.len());
+        if watches.is_empty() {
+            self.by_name.remove(&h);
+        }
+    }
+
     /// A signal was left for `name`'s waiters: it wakes one of them, and if that one is a
     /// waiter whose client is unknown, its watch ends (a known client's ends when it is no
     /// longer blocked).
@@ -155,7 +201,13 @@ impl PythonWaiters {
         let Some(watches) = self.by_name.get_mut(&h) else {
             return;
         };
-        if let Some(i) = watches.iter().position(|w| w.client == UNKNOWN_CLIENT) {
+        let earliest = watches
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.client == UNKNOWN_CLIENT)
+            .min_by_key(|(_, w)| w.ticket)
+            .map(|(i, _)| i);
+        if let Some(i) = earliest {
             watches.remove(i);
             self.entries = self.entries.saturating_sub(1);
             if watches.is_empty() {
@@ -228,12 +280,12 @@ mod tests {
     #[test]
     fn a_blpop_waits_while_blocked_and_until_its_timeout() {
         let mut p = PythonWaiters::new();
-        p.blpop(b"a", 7, 1_000, 0);
+        p.blpop(b"a", 7, 1_000, 0, 0);
         assert!(p.may_wait(b"a", 999, |_| true));
         assert!(!p.may_wait(b"b", 999, |_| true), "only its own name");
         assert!(!p.may_wait(b"a", 1_000, |_| true), "timed out");
         assert!(p.is_empty());
-        p.blpop(b"a", 7, NEVER, 0);
+        p.blpop(b"a", 7, NEVER, 0, 0);
         assert!(
             p.may_wait(b"a", i64::MAX - 1, |_| true),
             "BLPOP 0 waits forever"
@@ -255,9 +307,9 @@ mod tests {
     #[test]
     fn several_waiters_on_one_name_each_count() {
         let mut p = PythonWaiters::new();
-        p.blpop(b"a", 1, NEVER, 0);
-        p.blpop(b"a", 2, NEVER, 0);
-        p.blpop(b"a", 2, NEVER, 0);
+        p.blpop(b"a", 1, NEVER, 0, 0);
+        p.blpop(b"a", 2, NEVER, 0, 0);
+        p.blpop(b"a", 2, NEVER, 0, 0);
         assert_eq!(p.len(), 2, "one watch per client");
         assert!(p.may_wait(b"a", 1, |c| c == 2));
         assert_eq!(p.len(), 1);
@@ -268,8 +320,8 @@ mod tests {
     #[test]
     fn unknown_clients_count_until_their_timeout_or_one_signal_each() {
         let mut p = PythonWaiters::new();
-        p.blpop(b"a", UNKNOWN_CLIENT, NEVER, 0);
-        p.blpop(b"a", UNKNOWN_CLIENT, 50, 0);
+        p.blpop(b"a", UNKNOWN_CLIENT, NEVER, 0, 0);
+        p.blpop(b"a", UNKNOWN_CLIENT, 50, 0, 0);
         assert_eq!(p.len(), 2, "two waiters, not one");
         assert!(
             p.may_wait(b"a", 10, |_| false),
@@ -279,7 +331,7 @@ mod tests {
         assert!(p.may_wait(b"a", 10, |_| false));
         p.signalled(b"a");
         assert!(!p.may_wait(b"a", 10, |_| false));
-        p.blpop(b"b", UNKNOWN_CLIENT, 50, 0);
+        p.blpop(b"b", UNKNOWN_CLIENT, 50, 0, 0);
         assert!(!p.may_wait(b"b", 50, |_| false), "timed out");
         p.set(b"c", 0);
         p.signalled(b"c");
@@ -287,6 +339,21 @@ mod tests {
             p.may_wait(b"c", 1, |_| false),
             "an attempt is not a waiter to wake"
         );
+    }
+
+    #[test]
+    fn the_first_in_line_is_the_earliest_live_ticket() {
+        let mut p = PythonWaiters::new();
+        assert_eq!(p.first_in_line(b"a", 0, |_| true), None);
+        p.blpop(b"a", 1, NEVER, 0, 7);
+        p.blpop(b"a", 2, NEVER, 0, 3);
+        p.blpop(b"a", 3, 10, 0, 1);
+        assert_eq!(p.first_in_line(b"a", 5, |_| true), Some(1));
+        assert_eq!(p.first_in_line(b"a", 10, |_| true), Some(3), "timed out");
+        assert_eq!(p.first_in_line(b"a", 10, |c| c != 2), Some(7), "gave up");
+        p.take_turn(b"a", 7);
+        assert_eq!(p.first_in_line(b"a", 10, |_| true), None);
+        assert!(p.is_empty());
     }
 
     #[test]
@@ -302,7 +369,7 @@ mod tests {
     fn sweeps_keep_the_table_in_proportion() {
         let mut p = PythonWaiters::new();
         for i in 0..10_000u64 {
-            p.blpop(i.to_string().as_bytes(), i, NEVER, 0);
+            p.blpop(i.to_string().as_bytes(), i, NEVER, 0, 0);
             if p.wants_sweep() {
                 p.sweep(0, |c| c % 100 == 0);
             }
@@ -345,7 +412,7 @@ mod tests {
         let mut p = PythonWaiters::new();
         for now in [0, 1, i64::MAX / 1000, i64::MAX - 1, i64::MAX] {
             p.set(b"a", now);
-            p.blpop(b"a", 2, now.saturating_add(5), now);
+            p.blpop(b"a", 2, now.saturating_add(5), now, 0);
             let _ = p.may_wait(b"a", now, |_| true);
             p.sweep(now, |_| true);
         }

@@ -367,3 +367,82 @@ fn python_signal_is_a_module_config() {
         ]))
     );
 }
+
+// ---- python-redis-lock waiters get their turn ----
+
+#[test]
+fn a_python_waiter_that_came_first_is_served_first() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    c.acquire("turn", "holder");
+    let mut py = python_waiter(&s, "turn", "0");
+    s.wait_blocked(1);
+    let mut module = Raw::connect(&s);
+    module.send(&[&["LOCK.ACQUIRE", "turn", "mod", "60", "BLOCK", "0"]]);
+    s.wait_blocked(2);
+    assert_eq!(c.release("turn", "holder"), 1);
+    // The python waiter is woken, and the lock is kept free for it: its SET NX wins.
+    woken(&mut py, "turn");
+    assert_eq!(
+        py.call(&["SET", "lock:turn", "py-id", "NX", "EX", "60"]),
+        R::ok()
+    );
+    assert_eq!(
+        module.next(QUIET),
+        Err(End::Quiet),
+        "the module waiter jumped the line"
+    );
+    // A module client arriving now waits too (non-blocking: nil).
+    assert_eq!(c.call(&["LOCK.ACQUIRE", "turn", "late", "60"]), R::nil());
+    // python-redis-lock's release (its script ends with DEL): the module waiter is next.
+    assert_eq!(c.call(&["LOCK.RELEASE", "turn", "py-id"]), R::Int(1));
+    assert_eq!(
+        module.read("the module waiter after the python holder"),
+        R::ok()
+    );
+    assert_eq!(c.owner("turn").as_deref(), Some("mod"));
+}
+
+#[test]
+fn a_module_waiter_that_came_first_is_served_first() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    c.acquire("order", "holder");
+    let mut module = Raw::connect(&s);
+    module.send(&[&["LOCK.ACQUIRE", "order", "mod", "60", "BLOCK", "0"]]);
+    s.wait_blocked(1);
+    let mut py = python_waiter(&s, "order", "0");
+    s.wait_blocked(2);
+    assert_eq!(c.release("order", "holder"), 1);
+    assert_eq!(module.read("the first waiter"), R::ok());
+    still_blocked(&mut py);
+    // Then the python waiter's turn: the module holder releases, python is woken.
+    assert_eq!(c.release("order", "mod"), 1);
+    woken(&mut py, "order");
+}
+
+#[test]
+fn a_python_turn_not_taken_passes_to_the_next_module_waiter() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    c.acquire("slow", "holder");
+    let mut py = python_waiter(&s, "slow", "0");
+    s.wait_blocked(1);
+    let mut module = Raw::connect(&s);
+    module.send(&[&["LOCK.ACQUIRE", "slow", "mod", "60", "BLOCK", "0"]]);
+    s.wait_blocked(2);
+    assert_eq!(c.release("slow", "holder"), 1);
+    woken(&mut py, "slow");
+    // The python client never sends its SET: the module waiter gets the lock when the turn
+    // (50 ms) ends.
+    assert_eq!(
+        module.read("the module waiter after an unused turn"),
+        R::ok()
+    );
+    assert_eq!(c.owner("slow").as_deref(), Some("mod"));
+    // Too late: python's SET NX fails, as it would against any holder.
+    assert_eq!(
+        py.call(&["SET", "lock:slow", "py-id", "NX", "EX", "60"]),
+        R::nil()
+    );
+}
