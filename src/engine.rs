@@ -499,28 +499,27 @@ fn hand_over_or_free(
     now: i64,
     signal: bool,
 ) {
-    let lock = LockId::new(ctx.db(), name);
-    let policy = config::python_signal();
     let (timed_out, next) = with(|s| {
         if s.core.waiting() == 0 {
             return (Vec::new(), Next::Free);
         }
+        let lock = LockId::new(ctx.db(), name);
         // A waiter whose time is up is answered nil, not handed the lock.
         let timed_out = s.core.take_timed_out(now);
         if !s.python_turns.is_empty() {
             if let Some(until) = python_turn(s, &lock, now) {
-                return (timed_out, Next::PythonsTurn(until, false));
+                return (timed_out, Next::PythonsTurn(lock, until, false));
             }
         }
         // A python-redis-lock waiter that blocked before the first module waiter goes first.
-        if policy != PythonSignal::never && !s.python.is_empty() {
+        if !s.python.is_empty() && config::python_signal() != PythonSignal::never {
             let python = s.python.first_in_line(name, now, redis::client_blocked);
             if let (Some(ticket), Some(first)) = (python, s.core.first_ticket(&lock)) {
                 if ticket < first {
                     s.python.take_turn(name, ticket);
                     let until = later(now, PYTHON_TURN_MS);
                     s.python_turns.insert(name.to_vec(), (lock.db, until));
-                    return (timed_out, Next::PythonsTurn(until, true));
+                    return (timed_out, Next::PythonsTurn(lock, until, true));
                 }
             }
         }
@@ -549,7 +548,7 @@ fn hand_over_or_free(
                 python_signalled(name);
             }
         }
-        Next::PythonsTurn(until, wake) => {
+        Next::PythonsTurn(lock, until, wake) => {
             // Free for the python-redis-lock waiter whose turn it is; the module's waiters are
             // looked at again when the turn ends (if it has not taken the lock by then).
             keys::delete(ctx, key, key_name);
@@ -569,7 +568,7 @@ enum Next {
     /// Deleted: nobody the module serves waits for it.
     Free,
     /// Kept free until then for a python-redis-lock waiter (woken now if `true`).
-    PythonsTurn(i64, bool),
+    PythonsTurn(LockId, i64, bool),
 }
 
 /// Arm the module timer for the earliest due look or deadline, unless it already fires by

@@ -9,12 +9,46 @@ pub const SIGNAL_PREFIX: &[u8] = b"lock-signal:";
 /// python-redis-lock's `signal_expire`: how long a wake-up stays in `lock-signal:<name>`.
 pub const SIGNAL_TTL_MS: i64 = 1000;
 
-pub fn lock_key(name: &[u8]) -> Vec<u8> {
-    [LOCK_PREFIX, name].concat()
+pub fn lock_key(name: &[u8]) -> KeyName {
+    KeyName::new(LOCK_PREFIX, name)
 }
 
-pub fn signal_key(name: &[u8]) -> Vec<u8> {
-    [SIGNAL_PREFIX, name].concat()
+pub fn signal_key(name: &[u8]) -> KeyName {
+    KeyName::new(SIGNAL_PREFIX, name)
+}
+
+/// Names up to this long are built on the stack.
+const INLINE: usize = 112;
+
+/// A key's name: a prefix and a lock's name, on the stack when short (most are), so that the
+/// hot path allocates nothing for it.
+pub enum KeyName {
+    Inline(usize, [u8; INLINE]),
+    Heap(Vec<u8>),
+}
+
+impl KeyName {
+    fn new(prefix: &[u8], name: &[u8]) -> KeyName {
+        let len = prefix.len().saturating_add(name.len());
+        if len > INLINE {
+            return KeyName::Heap([prefix, name].concat());
+        }
+        let mut buf = [0u8; INLINE];
+        buf[..prefix.len()].copy_from_slice(prefix);
+        buf[prefix.len()..len].copy_from_slice(name);
+        KeyName::Inline(len, buf)
+    }
+}
+
+impl std::ops::Deref for KeyName {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyName::Inline(len, buf) => &buf[..*len],
+            KeyName::Heap(v) => v,
+        }
+    }
 }
 
 pub fn wrong_type() -> CmdError {
@@ -147,6 +181,17 @@ pub fn same_slot(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_names_short_and_long() {
+        assert_eq!(&*lock_key(b"orders"), b"lock:orders");
+        assert_eq!(&*signal_key(b""), b"lock-signal:");
+        let long = vec![b'x'; 500];
+        assert_eq!(&*lock_key(&long), [LOCK_PREFIX, &long].concat().as_slice());
+        let edge = vec![b'y'; INLINE - LOCK_PREFIX.len()];
+        assert!(matches!(lock_key(&edge), KeyName::Inline(..)));
+        assert_eq!(&*lock_key(&edge), [LOCK_PREFIX, &edge].concat().as_slice());
+    }
 
     #[test]
     fn slots_match_redis_cluster() {

@@ -73,7 +73,7 @@ pub fn parse_token(arg: &[u8]) -> Result<&[u8], CmdError> {
 
 /// The lock's key name, after checking that this node may write the lock's keys and that the
 /// caller may use both of them.
-pub fn writable_keys(ctx: Ctx, name: &[u8]) -> Result<Vec<u8>, CmdError> {
+pub fn writable_keys(ctx: Ctx, name: &[u8]) -> Result<keys::KeyName, CmdError> {
     if !ctx.may_write() {
         return Err(CmdError(
             "READONLY You can't write against a read only replica.".into(),
@@ -81,7 +81,7 @@ pub fn writable_keys(ctx: Ctx, name: &[u8]) -> Result<Vec<u8>, CmdError> {
     }
     check_slot(ctx, name)?;
     let lock_key = keys::lock_key(name);
-    if !ctx.may_access(&[&lock_key, &keys::signal_key(name)], true) {
+    if !ctx.may_access(&[&lock_key, &keys::signal_key(name)[..]], true) {
         return Err(no_permission());
     }
     Ok(lock_key)
