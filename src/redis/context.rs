@@ -43,9 +43,11 @@ impl Ctx {
         f & deny == 0
     }
 
-    /// Whether the server runs in cluster mode.
+    /// Whether the server runs in cluster mode. A server never enters or leaves it while
+    /// running, so the context flags (not cheap: they include the memory state) are read once.
     pub fn in_cluster(self) -> bool {
-        self.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0
+        static CLUSTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *CLUSTER.get_or_init(|| self.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0)
     }
 
     pub fn db(self) -> i32 {
