@@ -12,7 +12,8 @@
 //!   PAUSE`, `FAILOVER`): then due looks wait, polled every `PAUSE_POLL_MS`, and are performed
 //!   in arrival order once writes resume.
 //! - Nothing is written inside a keyspace notification: it would reach replicas and the AOF
-//!   before the command that caused it. Events only schedule a look; the timer performs it.
+//!   before the command that caused it. Events only schedule a look; a post-notification job
+//!   performs it right after that command (Redis 7.2+, Valkey), or the timer (Redis 7.0).
 //! - Every LOCK.ACQUIRE gets exactly one reply: a waiter is handed the lock, or times out, or is
 //!   unblocked, decided here in one place; the server never ends a wait by itself.
 //!
@@ -20,6 +21,7 @@
 //! this module (opening a key can expire it, which fires a keyspace event).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use crate::config::{self, PythonSignal};
@@ -353,7 +355,7 @@ pub fn lock_freed(ctx: Ctx, name: &[u8]) {
     }
     let lock = LockId::new(ctx.db(), name);
     with(|s| s.core.schedule(&lock, Ctx::now_ms(), true));
-    rearm(ctx);
+    look_soon(ctx);
 }
 
 /// `lock:<name>` changed without the module (a new lease, a renewal): that matters only to a
@@ -381,11 +383,49 @@ pub fn databases_changed(ctx: Ctx, db: Option<i32>) {
 /// The module timer fired: answer the waiters whose time is up and, unless writes are
 /// paused, perform every due look.
 pub fn timer_fired(ctx: Ctx) {
+    with(|s| s.timer = None);
+    perform_due(ctx);
+    rearm(ctx);
+}
+
+/// When a post-notification job was queued (`look_soon`; 0: none is): one per command is
+/// enough.
+static JOB_QUEUED_AT: AtomicI64 = AtomicI64::new(0);
+
+/// A queued job runs before the next command; one queued longer ago than this was lost (it
+/// never should be), and the timer takes over.
+const JOB_LOST_MS: i64 = 1_000;
+
+/// A look was scheduled for now from a keyspace event: perform it right after the command
+/// that freed the lock, where the server can (so that no other client's command comes in
+/// between: a python-redis-lock client retrying its `SET NX` would otherwise take a freed lock
+/// from the module's waiters), else from the timer.
+fn look_soon(ctx: Ctx) {
+    let now = Ctx::now_ms();
+    let queued = JOB_QUEUED_AT.load(Ordering::Relaxed);
+    if queued != 0 && now.saturating_sub(queued) < JOB_LOST_MS {
+        return;
+    }
+    if ctx.after_notification(job_ran) {
+        JOB_QUEUED_AT.store(now.max(1), Ordering::Relaxed);
+    } else {
+        JOB_QUEUED_AT.store(0, Ordering::Relaxed);
+        rearm(ctx);
+    }
+}
+
+fn job_ran(ctx: Ctx) {
+    JOB_QUEUED_AT.store(0, Ordering::Relaxed);
+    perform_due(ctx);
+    rearm(ctx);
+}
+
+/// Answer the waiters whose time is up and, unless writes are paused, perform every due look.
+fn perform_due(ctx: Ctx) {
     let now = Ctx::now_ms();
     let primary = ctx.may_write();
     let paused = primary && ctx.writes_paused();
     let (timed_out, due) = with(|s| {
-        s.timer = None;
         let due = if paused {
             Vec::new()
         } else {
@@ -401,7 +441,6 @@ pub fn timer_fired(ctx: Ctx) {
             look_at(ctx, check, now);
         }
     }
-    rearm(ctx);
 }
 
 /// One due look at a lock: hand a free lock to its first waiter (or signal python-redis-lock's
