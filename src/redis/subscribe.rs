@@ -228,13 +228,14 @@ unsafe extern "C" fn server_event_cb(
 /// paths rlock takes on it.
 pub fn log_features(ctx: &redis_module::Context) {
     let has = |present: bool| if present { "yes" } else { "no (skipped)" };
-    let (docs, categories, acl, pause, filter_client) = unsafe {
+    let (docs, categories, acl, pause, filter_client, jobs) = unsafe {
         (
             { raw::RedisModule_SetCommandInfo }.is_some(),
             { raw::RedisModule_SetCommandACLCategories }.is_some(),
             { raw::RedisModule_ACLCheckKeyPermissions }.is_some(),
             { raw::RedisModule_AvoidReplicaTraffic }.is_some(),
             { raw::RedisModule_CommandFilterGetClientId }.is_some(),
+            { raw::RedisModule_AddPostNotificationJob }.is_some(),
         )
     };
     log(
@@ -243,12 +244,14 @@ pub fn log_features(ctx: &redis_module::Context) {
         &format!(
             "rlock: COMMAND DOCS: {}; ACL categories on LOCK.RESETALL/LOCK.UNBLOCK: {}; \
              ACL checks on lock:<name>: {}; writes held back while paused (AvoidReplicaTraffic): {}; \
-             python waiters known by client (CommandFilterGetClientId): {}",
+             python waiters known by client (CommandFilterGetClientId): {}; \
+             hand-over right after a freeing command (AddPostNotificationJob): {}",
             has(docs),
             has(categories),
             has(acl),
             has(pause),
-            if filter_client { "yes" } else { "no (a BLPOP counts until its timeout or one signal)" }
+            if filter_client { "yes" } else { "no (a BLPOP counts until its timeout or one signal)" },
+            if jobs { "yes" } else { "no (from the module timer)" }
         ),
     );
 }
