@@ -1,9 +1,22 @@
-//! The targets of issue 3, each judged against the measured figures: the report's last table.
+//! The targets, each judged against the measured figures: those of issue 3 in the report's
+//! last table; those of `tax` and `pycycle` in their own tables, so
+//! that `RLOCK_BENCH_ONLY` runs show them too.
 
 use crate::protocols::Proto;
 use crate::report::{ratio, verdict, Report, Results, Table};
 use crate::stats::median;
 use crate::workloads::contended::REAL_PYTHON;
+
+/// `tax`: the highest ratio (with / without the module) of a command's server µs per call.
+pub fn tax_limit(cmd: &str) -> f64 {
+    match cmd {
+        "del" | "expire" => 1.10,
+        _ => 1.05,
+    }
+}
+
+/// `pycycle`: the highest ratio of python-redis-lock's server µs per cycle.
+pub const PYCYCLE_LIMIT: f64 = 1.05;
 
 /// The targets table; it needs every workload's results, so only a full run has it.
 pub fn report_targets(r: &Results, report: &mut Report) {
