@@ -9,13 +9,14 @@ use crate::stats::{fmt_count, fmt_us, Dist};
 use crate::targets;
 use crate::workloads::contended::Contended;
 use crate::workloads::memory::Memory;
+use crate::workloads::mixed::Mixed;
 use crate::workloads::pycycle::PyCycle;
 use crate::workloads::release::ReleaseCost;
 use crate::workloads::tax::TaxRun;
 use crate::workloads::uncontended::Uncontended;
 use crate::{
-    EXPIRY_ROUNDS, EXPIRY_TRIALS, PIPELINE_CYCLES, RING_CYCLES, RING_ROUNDS, TAX_KEYS, TAX_ROUNDS,
-    TAX_SECS, UNCONTENDED_ROUNDS, UNCONTENDED_SECS,
+    EXPIRY_ROUNDS, EXPIRY_TRIALS, MIXED_CLIENTS, PIPELINE_CYCLES, RING_CYCLES, RING_ROUNDS,
+    TAX_KEYS, TAX_ROUNDS, TAX_SECS, UNCONTENDED_ROUNDS, UNCONTENDED_SECS,
 };
 
 /// Everything measured, for the tables, the targets and the plot.
@@ -29,6 +30,8 @@ pub struct Results {
     pub expiry: Vec<(Proto, Dist)>,
     pub mem: Option<Memory>,
     pub costs: Vec<ReleaseCost>,
+    /// `None` when not run or without the venv.
+    pub mixed: Option<Mixed>,
     /// Acquisitions/s of (rlock, python-redis-lock protocol) with 8 clients, hold 0, in
     /// alternating repeat runs (the table's run first).
     pub repeats: Vec<(f64, f64)>,
@@ -106,6 +109,11 @@ impl Report {
         }
         s += &table.render();
         self.emit(s);
+    }
+
+    /// One more table in the current section, after a paragraph of its own.
+    pub fn table(&mut self, intro: &str, table: &Table) {
+        self.emit(format!("\n{intro}\n\n{}", table.render()));
     }
 
     fn emit(&mut self, s: String) {
@@ -208,6 +216,47 @@ pub fn report_pycycle(p: &PyCycle, report: &mut Report) {
         ),
         &t,
     );
+}
+
+pub fn report_mixed(m: &Mixed, report: &mut Report) {
+    let mut t = Table::new(&[
+        "client",
+        "acquisitions",
+        "acq/s",
+        "failed acquires",
+        "overlaps",
+    ]);
+    let mut n = [0, 0];
+    for c in &m.clients {
+        n[c.python as usize] += 1;
+        t.row(vec![
+            if c.python {
+                format!("python-redis-lock {}", n[1])
+            } else {
+                format!("rlock {}", n[0])
+            },
+            c.acquisitions.to_string(),
+            format!("{:.0}", c.acquisitions as f64 / m.seconds),
+            c.timeouts.to_string(),
+            c.overlaps.to_string(),
+        ]);
+    }
+    report.section(
+        "5. Mixed clients on one hot lock",
+        &format!(
+            "{MIXED_CLIENTS} module clients (threads of the benchmark: `LOCK.ACQUIRE hot <token> \
+             10 BLOCK 5000`) and {MIXED_CLIENTS} real python-redis-lock 4.0.1 clients (CPython \
+             threads, `scripts/bench_mixed.py`: `Lock(conn, \"hot\", expire=10).acquire(timeout=5)`) \
+             share one lock for {:.0} s, each holding it 0–1 ms (uniformly random) per \
+             acquisition. Failed acquires: python's `acquire()` returned False (5 s without the \
+             lock); the module's BLOCK timeout (a nil reply). Overlaps: each holder INCRs \
+             `mixed:inside` right after acquiring and counts any reply but 1, DECRs it before \
+             releasing; a release that finds the lock not its own counts too.",
+            m.seconds
+        ),
+        &t,
+    );
+    report.table("Targets:", &targets::mixed_targets(m));
 }
 
 pub fn report_uncontended(r: &Results, report: &mut Report) {
@@ -323,7 +372,7 @@ pub fn report_expiry(r: &Results, report: &mut Report) {
         ]);
     }
     report.section(
-        "5. Expiry handoff: the holder never releases",
+        "6. Expiry handoff: the holder never releases",
         &format!(
             "A holder takes a lock with a 1 s lease and never releases it; a waiter of the same \
              protocol arrives at a point spread evenly over the first 0.9 s of the lease and waits \
@@ -372,7 +421,7 @@ pub fn report_memory(m: &Memory, report: &mut Report) {
         ]);
     }
     report.section(
-        &format!("6a. Memory of {n} blocked waiters"),
+        &format!("7a. Memory of {n} blocked waiters"),
         "`used_memory` (median of 3 samples, taken once the client cron has trimmed every client's \
          buffers; `hz 1` during this phase) with the clients connected and idle; with their \
          LOCK.ACQUIRE parsed but held back by `CLIENT PAUSE WRITE` (Redis keeps the argv, the \
@@ -404,7 +453,7 @@ pub fn report_release(r: &Results, report: &mut Report) {
         ]);
     }
     report.section(
-        "6b. Release with a long queue",
+        "7b. Release with a long queue",
         &format!(
             "One lock per row; the holder releases (the head of the line gets the lock) and queues \
              again at the tail in the same write, so every release finds the same number of \

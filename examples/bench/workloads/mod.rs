@@ -6,6 +6,7 @@ pub mod alternate;
 pub mod contended;
 pub mod expiry;
 pub mod memory;
+pub mod mixed;
 pub mod pycycle;
 pub mod release;
 pub mod tax;
