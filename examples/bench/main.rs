@@ -8,20 +8,28 @@
 //! (`scripts/bench_pylock.py`, in `.venv`). The reproduction leaves out the `GET lock:<name>`
 //! the library sends before every acquire (its `_held` check), which favours python-redis-lock.
 //!
-//! Workloads (one module each, in `workloads/`):
-//! 1. `uncontended`: acquire+release cycles on distinct names, pipelined and not: server time per
+//! Workloads (one module each, in `workloads/`), in the order they run:
+//! 1. `tax`: what the loaded module costs commands unrelated to locks (GET, SET, INCR, LPUSH,
+//!    DEL, EXPIRE on a prefilled keyspace), each measured without and with the module back to
+//!    back on the same server (`MODULE UNLOAD` / `MODULE LOAD`), server time per call from
+//!    commandstats. It and `pycycle` run first, while no client is blocked and no module timer
+//!    is armed (the server refuses `MODULE UNLOAD` then; it is retried).
+//! 2. `pycycle`: python-redis-lock's uncontended cycle with and without the module, likewise.
+//! 3. `uncontended`: acquire+release cycles on distinct names, pipelined and not: server time per
 //!    cycle from `INFO commandstats` (top-level commands only), server CPU from /proc/<pid>/stat.
-//! 2. `contended`: N clients (1, 8, 64) on one lock, holding it 0 or 1 ms: acquisitions/s,
+//! 4. `contended`: N clients (1, 8, 64) on one lock, holding it 0 or 1 ms: acquisitions/s,
 //!    acquire latency p50/p99, commands per acquisition, fairness (min/max per client).
-//! 3. `expiry`: the holder never releases; how long after its TTL ends a waiter holds it.
-//! 4. `memory` and `release`: 10,000 blocked waiters over 1,000 locks; the cost of a release
+//! 5. `mixed`: 4 module clients and 4 real python-redis-lock clients (`scripts/bench_mixed.py`)
+//!    on one hot lock: acquisitions per client, failed acquires, overlaps.
+//! 6. `expiry`: the holder never releases; how long after its TTL ends a waiter holds it.
+//! 7. `memory` and `release`: 10,000 blocked waiters over 1,000 locks; the cost of a release
 //!    with 10,000 waiters queued on one lock versus one.
 //!
 //! Output: tables on stdout, `docs/bench.md` (tables, machine, date) and `docs/bench.svg`
 //! (acquire-latency distributions). `RLOCK_BENCH_TIME=0.3` scales the timed phases (for a quick
 //! look; the committed numbers use 1);
-//! `RLOCK_BENCH_ONLY=uncontended,contended,expiry,memory,release` runs only those workloads and
-//! writes no docs. This is not a test: nothing here fails on a timing.
+//! `RLOCK_BENCH_ONLY=tax,pycycle,uncontended,contended,mixed,expiry,memory,release` runs only
+//! those workloads and writes no docs. This is not a test: nothing here fails on a timing.
 //!
 //! This file holds the knobs and the order of things; `server` the server, `protocols` the lock
 //! protocols, `stats` the statistics, `report` and `targets` the tables, `plot` the SVG.
@@ -43,10 +51,19 @@ use std::time::{Duration, Instant};
 
 use protocols::{load_scripts, Proto};
 use report::{Report, Results};
-use workloads::{contended, expiry, memory, release, uncontended};
+use workloads::{contended, expiry, memory, mixed, pycycle, release, tax, uncontended};
 
 // ---- knobs ---------------------------------------------------------------------------------
 
+/// Rounds of with/without pairs (`tax`, `pycycle`); each figure the median of its rounds.
+const TAX_ROUNDS: usize = 5;
+/// Seconds per command (`tax`) or per side (`pycycle`) and round.
+const TAX_SECS: f64 = 1.0;
+/// Strings `k:<i>` and lists `l:<i>` in the keyspace `tax` works on (each).
+const TAX_KEYS: usize = 100_000;
+/// Module clients and python-redis-lock clients (each) in `mixed`.
+const MIXED_CLIENTS: usize = 4;
+const MIXED_SECS: f64 = 30.0;
 const UNCONTENDED_SECS: f64 = 1.0;
 /// Rounds over all protocols and modes; each figure is the median of its rounds.
 const UNCONTENDED_ROUNDS: usize = 3;
@@ -79,8 +96,8 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s * time_scale())
 }
 
-/// `RLOCK_BENCH_ONLY=uncontended,contended,expiry,memory,release` runs only those workloads
-/// (and then writes no docs).
+/// `RLOCK_BENCH_ONLY=tax,pycycle,uncontended,contended,mixed,expiry,memory,release` runs only
+/// those workloads (and then writes no docs).
 fn only() -> Option<Vec<String>> {
     std::env::var("RLOCK_BENCH_ONLY")
         .ok()
@@ -117,6 +134,16 @@ fn main() {
     let mut report = Report::default();
     let mut r = Results::default();
 
+    if wanted("tax") {
+        let t = tax::run(&server);
+        report::report_tax(&t, &mut report);
+        r.tax = Some(t);
+    }
+    if wanted("pycycle") {
+        let p = pycycle::run(&server, &shas);
+        report::report_pycycle(&p, &mut report);
+        r.pycycle = Some(p);
+    }
     if wanted("uncontended") {
         r.unc = uncontended::run(&server, &shas);
         report::report_uncontended(&r, &mut report);
@@ -137,6 +164,12 @@ fn main() {
             let rl = contended::contended(&server, &shas, Proto::Rlock, 8, 0).acq_per_sec;
             let py = contended::contended(&server, &shas, Proto::PyLock, 8, 0).acq_per_sec;
             r.repeats.push((rl, py));
+        }
+    }
+    if wanted("mixed") {
+        r.mixed = mixed::run(&server, &root);
+        if let Some(m) = &r.mixed {
+            report::report_mixed(m, &mut report);
         }
     }
     if wanted("expiry") {

@@ -6,24 +6,32 @@ use std::io::Write as _;
 
 use crate::protocols::Proto;
 use crate::stats::{fmt_count, fmt_us, Dist};
+use crate::targets;
 use crate::workloads::contended::Contended;
 use crate::workloads::memory::Memory;
+use crate::workloads::mixed::Mixed;
+use crate::workloads::pycycle::PyCycle;
 use crate::workloads::release::ReleaseCost;
+use crate::workloads::tax::TaxRun;
 use crate::workloads::uncontended::Uncontended;
 use crate::{
-    EXPIRY_ROUNDS, EXPIRY_TRIALS, PIPELINE_CYCLES, RING_CYCLES, RING_ROUNDS, UNCONTENDED_ROUNDS,
-    UNCONTENDED_SECS,
+    EXPIRY_ROUNDS, EXPIRY_TRIALS, MIXED_CLIENTS, PIPELINE_CYCLES, RING_CYCLES, RING_ROUNDS,
+    TAX_KEYS, TAX_ROUNDS, TAX_SECS, UNCONTENDED_ROUNDS, UNCONTENDED_SECS,
 };
 
 /// Everything measured, for the tables, the targets and the plot.
 #[derive(Default)]
 pub struct Results {
+    pub tax: Option<TaxRun>,
+    pub pycycle: Option<PyCycle>,
     pub unc: Vec<Uncontended>,
     pub con: Vec<Contended>,
     /// Per protocol, the expiry handoff delays in ms.
     pub expiry: Vec<(Proto, Dist)>,
     pub mem: Option<Memory>,
     pub costs: Vec<ReleaseCost>,
+    /// `None` when not run or without the venv.
+    pub mixed: Option<Mixed>,
     /// Acquisitions/s of (rlock, python-redis-lock protocol) with 8 clients, hold 0, in
     /// alternating repeat runs (the table's run first).
     pub repeats: Vec<(f64, f64)>,
@@ -100,6 +108,15 @@ impl Report {
             s += "\n\n";
         }
         s += &table.render();
+        self.emit(s);
+    }
+
+    /// One more table in the current section, after a paragraph of its own.
+    pub fn table(&mut self, intro: &str, table: &Table) {
+        self.emit(format!("\n{intro}\n\n{}", table.render()));
+    }
+
+    fn emit(&mut self, s: String) {
         print!("{s}");
         std::io::stdout().flush().unwrap();
         self.0 += &s;
@@ -116,6 +133,130 @@ pub fn verdict(ok: bool, note: String) -> String {
     } else {
         format!("**MISSED** ({note})")
     }
+}
+
+pub fn report_tax(t: &TaxRun, report: &mut Report) {
+    let mut tb = Table::new(&[
+        "command",
+        "µs/call without module",
+        "with module",
+        "ratio",
+        "target",
+        "server CPU µs/call without",
+        "with",
+        "ratio",
+    ]);
+    for row in &t.rows {
+        let x = row.with_us / row.without_us;
+        let limit = targets::tax_limit(row.cmd);
+        tb.row(vec![
+            row.cmd.to_uppercase(),
+            format!("{:.3}", row.without_us),
+            format!("{:.3}", row.with_us),
+            ratio(x),
+            verdict(x <= limit, format!("limit {limit:.2}×")),
+            format!("{:.3}", row.without_cpu),
+            format!("{:.3}", row.with_cpu),
+            ratio(row.with_cpu / row.without_cpu),
+        ]);
+    }
+    report.section(
+        "1. Tax on commands unrelated to locks",
+        &format!(
+            "The same server process measures each command without the module (`MODULE UNLOAD \
+             rlock`) and with it (`MODULE LOAD` of the same build) back to back, the order \
+             flipping from one pair to the next; the module is loaded afresh for each \
+             measurement. Keyspace: {TAX_KEYS} strings `k:<i>` and \
+             {TAX_KEYS} one-element lists `l:<i>`; each command walks the keys in order, pipelined \
+             ×{PIPELINE_CYCLES}, for {TAX_SECS} s per command and side (after a warm-up). \
+             DEL is sent as DEL `k:<i>` + SET `k:<i>` pairs, so each DEL deletes a key (only \
+             DEL's time is counted; its CPU column is per pair); EXPIRE sets 3600 s on an \
+             existing key. µs/call: `usec`/`calls` of the command in `INFO commandstats` \
+             (`CONFIG RESETSTAT` before each measurement); that time is the command's own \
+             execution with the keyspace events it raises, not the module's command filter, \
+             which runs before it: the server CPU columns (utime+stime of redis-server per call, \
+             /proc/<pid>/stat, 10 ms ticks) include that and the I/O. Each figure is the median of \
+             {TAX_ROUNDS} rounds over all commands. `MODULE UNLOAD` refusals (retried): {}.",
+            t.refused
+        ),
+        &tb,
+    );
+}
+
+pub fn report_pycycle(p: &PyCycle, report: &mut Report) {
+    let mut t = Table::new(&["figure", "without module", "with module", "ratio", "target"]);
+    let x = p.with_us / p.without_us;
+    let limit = targets::PYCYCLE_LIMIT;
+    t.row(vec![
+        "server µs/cycle (commandstats)".into(),
+        format!("{:.2}", p.without_us),
+        format!("{:.2}", p.with_us),
+        ratio(x),
+        verdict(x <= limit, format!("limit {limit:.2}×")),
+    ]);
+    t.row(vec![
+        "server CPU µs/cycle".into(),
+        format!("{:.2}", p.without_cpu),
+        format!("{:.2}", p.with_cpu),
+        ratio(p.with_cpu / p.without_cpu),
+        "-".into(),
+    ]);
+    report.section(
+        "2. python-redis-lock's uncontended cycle with and without the module",
+        &format!(
+            "python-redis-lock's protocol (SET `lock:<n>` <id> NX EX 10 + EVALSHA of its unlock \
+             script), spoken by the benchmark's client on distinct names, pipelined \
+             ×{PIPELINE_CYCLES}, on the same server without and with the module back to back (as \
+             in 1; each measurement starts on an empty keyspace). Server µs/cycle: `usec` of SET \
+             and EVALSHA in `INFO commandstats` / cycles (with the module, the keyspace events of \
+             the script's DEL and the python-attempt bookkeeping are inside them; the command \
+             filter is not, the CPU row has it). Median of {TAX_ROUNDS} such pairs of {TAX_SECS} s \
+             per side. `MODULE UNLOAD` refusals (retried): {}.",
+            p.refused
+        ),
+        &t,
+    );
+}
+
+pub fn report_mixed(m: &Mixed, report: &mut Report) {
+    let mut t = Table::new(&[
+        "client",
+        "acquisitions",
+        "acq/s",
+        "failed acquires",
+        "overlaps",
+    ]);
+    let mut n = [0, 0];
+    for c in &m.clients {
+        n[c.python as usize] += 1;
+        t.row(vec![
+            if c.python {
+                format!("python-redis-lock {}", n[1])
+            } else {
+                format!("rlock {}", n[0])
+            },
+            c.acquisitions.to_string(),
+            format!("{:.0}", c.acquisitions as f64 / m.seconds),
+            c.timeouts.to_string(),
+            c.overlaps.to_string(),
+        ]);
+    }
+    report.section(
+        "5. Mixed clients on one hot lock",
+        &format!(
+            "{MIXED_CLIENTS} module clients (threads of the benchmark: `LOCK.ACQUIRE hot <token> \
+             10 BLOCK 5000`) and {MIXED_CLIENTS} real python-redis-lock 4.0.1 clients (CPython \
+             threads, `scripts/bench_mixed.py`: `Lock(conn, \"hot\", expire=10).acquire(timeout=5)`) \
+             share one lock for {:.0} s, each holding it 0–1 ms (uniformly random) per \
+             acquisition. Failed acquires: python's `acquire()` returned False (5 s without the \
+             lock); the module's BLOCK timeout (a nil reply). Overlaps: each holder INCRs \
+             `mixed:inside` right after acquiring and counts any reply but 1, DECRs it before \
+             releasing; a release that finds the lock not its own counts too.",
+            m.seconds
+        ),
+        &t,
+    );
+    report.table("Targets:", &targets::mixed_targets(m));
 }
 
 pub fn report_uncontended(r: &Results, report: &mut Report) {
@@ -146,7 +287,7 @@ pub fn report_uncontended(r: &Results, report: &mut Report) {
         ]);
     }
     report.section(
-        "1. Uncontended acquire + release on distinct names",
+        "3. Uncontended acquire + release on distinct names",
         &format!(
             "Server µs/cycle: `usec` of the cycle's two top-level commands in `INFO commandstats` \
              (rlock: LOCK.ACQUIRE ... BLOCK 0 + LOCK.RELEASE; python-redis-lock: SET NX EX + \
@@ -205,7 +346,7 @@ pub fn report_contended(r: &Results, report: &mut Report) {
         ]);
     }
     report.section(
-        "2. N clients on one lock",
+        "4. N clients on one lock",
         "Each client (a thread with its own connection) loops: acquire (waiting the protocol's \
          way), hold, release. Latency: from the start of the acquire to holding the lock. \
          cmds/acq: `total_commands_processed` delta / acquisitions (Redis also counts the commands \
@@ -231,7 +372,7 @@ pub fn report_expiry(r: &Results, report: &mut Report) {
         ]);
     }
     report.section(
-        "3. Expiry handoff: the holder never releases",
+        "6. Expiry handoff: the holder never releases",
         &format!(
             "A holder takes a lock with a 1 s lease and never releases it; a waiter of the same \
              protocol arrives at a point spread evenly over the first 0.9 s of the lease and waits \
@@ -280,7 +421,7 @@ pub fn report_memory(m: &Memory, report: &mut Report) {
         ]);
     }
     report.section(
-        &format!("4a. Memory of {n} blocked waiters"),
+        &format!("7a. Memory of {n} blocked waiters"),
         "`used_memory` (median of 3 samples, taken once the client cron has trimmed every client's \
          buffers; `hz 1` during this phase) with the clients connected and idle; with their \
          LOCK.ACQUIRE parsed but held back by `CLIENT PAUSE WRITE` (Redis keeps the argv, the \
@@ -312,7 +453,7 @@ pub fn report_release(r: &Results, report: &mut Report) {
         ]);
     }
     report.section(
-        "4b. Release with a long queue",
+        "7b. Release with a long queue",
         &format!(
             "One lock per row; the holder releases (the head of the line gets the lock) and queues \
              again at the tail in the same write, so every release finds the same number of \

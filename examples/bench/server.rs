@@ -1,6 +1,8 @@
 //! The redis-server under test: the test suite's launcher (tests/common) with the benchmark's
 //! settings, plus what only the benchmark needs: the server's CPU time from /proc, `INFO` as a
-//! map, `INFO commandstats`, and bare RESP connections for thousands of clients that only block.
+//! map, `INFO commandstats`, bare RESP connections for thousands of clients that only block, and
+//! `MODULE UNLOAD` / `MODULE LOAD` of the module on the running server (the launcher starts it
+//! with `--enable-module-command yes`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -56,6 +58,45 @@ impl ServerExt for Server {
             64,
             UnixStream::connect(self.socket()).expect("connect"),
         ))
+    }
+}
+
+/// How long `MODULE UNLOAD` is retried while the server refuses it.
+const UNLOAD_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Load (`MODULE LOAD` of `$RLOCK_MODULE`, as the launcher loaded it) or unload the module,
+/// unless it already is. The server refuses `MODULE UNLOAD` while one of the module's clients
+/// is blocked or its timer is armed (e.g. for a look after a DEL of a `lock:<name>` key): the
+/// unload is retried every 5 ms for up to 30 s. Returns how many times it was refused.
+pub fn set_module(con: &mut Connection, loaded: bool) -> u32 {
+    // Each entry: [name, <name>, ver, <version>, ...].
+    let modules: Vec<Vec<redis::Value>> = redis::cmd("MODULE").arg("LIST").query(con).unwrap();
+    let is_loaded = modules.iter().any(|m| {
+        m.iter()
+            .any(|v| matches!(v, redis::Value::BulkString(b) if b == b"rlock"))
+    });
+    if is_loaded == loaded {
+        return 0;
+    }
+    if loaded {
+        redis::cmd("MODULE")
+            .arg("LOAD")
+            .arg(common::module_path().to_str().expect("a UTF-8 module path"))
+            .exec(con)
+            .expect("MODULE LOAD");
+        return 0;
+    }
+    let deadline = Instant::now() + UNLOAD_DEADLINE;
+    let mut refused = 0;
+    loop {
+        match redis::cmd("MODULE").arg("UNLOAD").arg("rlock").exec(con) {
+            Ok(()) => return refused,
+            Err(e) => {
+                refused += 1;
+                assert!(Instant::now() < deadline, "MODULE UNLOAD refused: {e}");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 }
 

@@ -1,9 +1,62 @@
-//! The targets of issue 3, each judged against the measured figures: the report's last table.
+//! The targets, each judged against the measured figures: those of issue 3 in the report's
+//! last table; those of `tax`, `pycycle` and `mixed` in (or right after) their own tables, so
+//! that `RLOCK_BENCH_ONLY` runs show them too.
 
 use crate::protocols::Proto;
 use crate::report::{ratio, verdict, Report, Results, Table};
 use crate::stats::median;
 use crate::workloads::contended::REAL_PYTHON;
+use crate::workloads::mixed::Mixed;
+
+/// `tax`: the highest ratio (with / without the module) of a command's server µs per call.
+pub fn tax_limit(cmd: &str) -> f64 {
+    match cmd {
+        "del" | "expire" => 1.10,
+        _ => 1.05,
+    }
+}
+
+/// `pycycle`: the highest ratio of python-redis-lock's server µs per cycle.
+pub const PYCYCLE_LIMIT: f64 = 1.05;
+
+/// `mixed`: the least-served python client's acquisitions, at least this share of the module
+/// clients' average.
+pub const MIXED_LEAST_PYTHON: f64 = 0.2;
+
+/// `mixed`'s targets: no failed python acquire, the least-served python client, no module
+/// BLOCK timeout, no overlap.
+pub fn mixed_targets(m: &Mixed) -> Table {
+    let mut t = Table::new(&["target", "measured", "result"]);
+    let py_fail = m.timeouts(true);
+    t.row(vec![
+        "no python-redis-lock acquire() fails".into(),
+        py_fail.to_string(),
+        verdict(py_fail == 0, "limit 0".into()),
+    ]);
+    let (least, avg) = m.least_python_vs_module();
+    let share = least as f64 / avg;
+    t.row(vec![
+        format!("least-served python client ≥ {MIXED_LEAST_PYTHON}× the average module client"),
+        format!("{least} / {avg:.1} = {}", ratio(share)),
+        verdict(
+            share >= MIXED_LEAST_PYTHON,
+            format!("limit {MIXED_LEAST_PYTHON:.2}×"),
+        ),
+    ]);
+    let mod_fail = m.timeouts(false);
+    t.row(vec![
+        "no module BLOCK timeout".into(),
+        mod_fail.to_string(),
+        verdict(mod_fail == 0, "limit 0".into()),
+    ]);
+    let over = m.overlaps();
+    t.row(vec![
+        "no overlap (two holders at once)".into(),
+        over.to_string(),
+        verdict(over == 0, "limit 0".into()),
+    ]);
+    t
+}
 
 /// The targets table; it needs every workload's results, so only a full run has it.
 pub fn report_targets(r: &Results, report: &mut Report) {

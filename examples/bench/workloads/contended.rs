@@ -1,4 +1,4 @@
-//! Workload 2, contended: N clients on one lock, each looping acquire (waiting the protocol's
+//! Workload 4, contended: N clients on one lock, each looping acquire (waiting the protocol's
 //! way), hold, release; acquisitions/s, acquire latency, commands per acquisition, server CPU,
 //! fairness. Also the real python-redis-lock library under the same load, through
 //! `scripts/bench_pylock.py` in `.venv`.

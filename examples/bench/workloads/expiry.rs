@@ -1,4 +1,4 @@
-//! Workload 3, expiry handoff: the holder never releases; how long after its lease ends a
+//! Workload 6, expiry handoff: the holder never releases; how long after its lease ends a
 //! waiter of the same protocol holds the lock.
 
 use std::thread;

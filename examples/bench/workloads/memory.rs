@@ -1,4 +1,4 @@
-//! Workload 4a, waiter memory: `used_memory` of 10,000 clients idle, with their blocking
+//! Workload 7a, waiter memory: `used_memory` of 10,000 clients idle, with their blocking
 //! command held back by `CLIENT PAUSE WRITE`, blocked in `LOCK.ACQUIRE ... BLOCK 0`, and right
 //! after `CLIENT UNBLOCK`; the same clients blocked in BLPOP for reference.
 

@@ -1,4 +1,4 @@
-//! Workload 4b, release cost: a release with 10,000 waiters queued on one lock versus one,
+//! Workload 7b, release cost: a release with 10,000 waiters queued on one lock versus one,
 //! each queue a ring of raw connections that hands the lock down the line.
 
 use redis::Connection;

@@ -1,4 +1,4 @@
-//! Workload 1, uncontended: acquire+release cycles on distinct names, pipelined and not. Server
+//! Workload 3, uncontended: acquire+release cycles on distinct names, pipelined and not. Server
 //! time per cycle from `INFO commandstats` (top-level commands only), server CPU from
 //! /proc/<pid>/stat; each figure the median of `UNCONTENDED_ROUNDS` rounds over all rows.
 
