@@ -127,6 +127,12 @@ fn python_turn(s: &mut State, lock: &LockId, now: i64) -> Option<i64> {
     (db == lock.db).then_some(until)
 }
 
+/// A client (python-redis-lock's release or reset script) pushed a signal for `name`: one
+/// python waiter is woken by it.
+pub fn python_signalled_elsewhere(name: &[u8]) {
+    python_signalled(name);
+}
+
 /// A signal was left for `name`'s python waiters.
 fn python_signalled(name: &[u8]) {
     with(|s| s.python.signalled(name));

@@ -17,11 +17,12 @@ pub fn handlers() -> Handlers {
     }
 }
 
-/// Every command, before it runs. Two kinds matter:
+/// Every command, before it runs (those scripts run too). These matter:
 /// - `CLIENT UNBLOCK <id> [how]` of a client the module must unblock itself becomes
 ///   `LOCK.UNBLOCK <id> [how]`;
 /// - python-redis-lock's acquire: `SET lock:<name> ...` and `BLPOP lock-signal:<name> ...
-///   timeout` (also `BRPOP`), which tell the engine a python client may wait for `name`.
+///   timeout` (also `BRPOP`), which tell the engine a python client may wait for `name`, and
+///   its release's `LPUSH lock-signal:<name>`, which wakes one.
 ///
 /// Everything else is two length checks and at most a few byte compares.
 fn command(cmd: &Filtered) {
@@ -42,6 +43,12 @@ fn command(cmd: &Filtered) {
             if let Some(lock) = cmd.arg(i).strip_prefix(keys::SIGNAL_PREFIX) {
                 engine::python_waits(cmd.client_id(), lock, timeout);
             }
+        }
+    } else if name.eq_ignore_ascii_case(b"lpush") || name.eq_ignore_ascii_case(b"rpush") {
+        // python-redis-lock's release and reset scripts push a signal themselves (filters see
+        // the commands scripts run): it wakes one of the python waiters.
+        if let Some(lock) = cmd.arg(1).strip_prefix(keys::SIGNAL_PREFIX) {
+            engine::python_signalled_elsewhere(lock);
         }
     } else if argc <= 4
         && name.eq_ignore_ascii_case(b"client")
