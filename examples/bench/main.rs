@@ -96,7 +96,7 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s * time_scale())
 }
 
-/// `RLOCK_BENCH_ONLY=tax,pycycle,uncontended,contended,mixed,expiry,memory,release` runs only
+/// `RLOCK_BENCH_ONLY=tax,pycycle,uncontended,replica,contended,mixed,expiry,memory,release` runs only
 /// those workloads (and then writes no docs).
 fn only() -> Option<Vec<String>> {
     std::env::var("RLOCK_BENCH_ONLY")
@@ -147,6 +147,10 @@ fn main() {
     if wanted("uncontended") {
         r.unc = uncontended::run(&server, &shas);
         report::report_uncontended(&r, &mut report);
+    }
+    if wanted("replica") {
+        r.unc_replica = uncontended::run_with_replica();
+        report::report_uncontended_replica(&r, &mut report);
     }
     if wanted("contended") {
         r.con = contended::run(&server, &shas, &root);

@@ -25,6 +25,8 @@ pub struct Results {
     pub tax: Option<TaxRun>,
     pub pycycle: Option<PyCycle>,
     pub unc: Vec<Uncontended>,
+    /// The uncontended rows with a replica attached.
+    pub unc_replica: Vec<Uncontended>,
     pub con: Vec<Contended>,
     /// Per protocol, the expiry handoff delays in ms.
     pub expiry: Vec<(Proto, Dist)>,
@@ -301,6 +303,54 @@ pub fn report_uncontended(r: &Results, report: &mut Report) {
              `lock-signal:<name>` lists that releases leave for 1 s). Each row \
              starts on an empty keyspace (FLUSHALL); each figure is the median of \
              {UNCONTENDED_ROUNDS} rounds over all rows, {UNCONTENDED_SECS} s per row and round."
+        ),
+        &t,
+    );
+}
+
+pub fn report_uncontended_replica(r: &Results, report: &mut Report) {
+    let find = |p: Proto, pipelined: bool| {
+        r.unc_replica
+            .iter()
+            .find(|u| u.proto == p && u.pipelined == pipelined)
+    };
+    let mut t = Table::new(&[
+        "protocol",
+        "mode",
+        "cycles/s (client)",
+        "server µs/cycle",
+        "vs python-redis-lock",
+        "vs floor",
+        "server CPU µs/cycle",
+    ]);
+    for u in &r.unc_replica {
+        let (Some(py), Some(floor)) = (
+            find(Proto::PyLock, u.pipelined),
+            find(Proto::Floor, u.pipelined),
+        ) else {
+            continue;
+        };
+        t.row(vec![
+            u.proto.label().into(),
+            if u.pipelined {
+                format!("pipelined ×{PIPELINE_CYCLES}")
+            } else {
+                "one at a time".into()
+            },
+            format!("{:.0}", u.cycles_per_sec),
+            format!("{:.2}", u.server_us),
+            ratio(u.server_us / py.server_us),
+            ratio(u.server_us / floor.server_us),
+            format!("{:.2}", u.cpu_us),
+        ]);
+    }
+    report.section(
+        "3b. The same with a replica attached",
+        &format!(
+            "As table 3, for rlock, python-redis-lock and the floor, on a second primary (TCP, \
+             the module loaded) with a replica attached (no module), so that every write is \
+             also propagated: the module's writes go out as plain `SET ... PXAT` / `DEL`. Median \
+             of {UNCONTENDED_ROUNDS} rounds."
         ),
         &t,
     );

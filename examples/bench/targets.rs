@@ -80,6 +80,33 @@ pub fn report_targets(r: &Results, report: &mut Report) {
             format!("{rl:.2} / {fl:.2} µs = {}", ratio(rl / fl)),
             verdict(rl / fl <= 2.0, "limit 2.00×".into()),
         ]);
+        // Issue 10's tighter targets, also with a replica attached.
+        let with_replica = |p: Proto| {
+            r.unc_replica
+                .iter()
+                .find(|u| u.proto == p && u.pipelined == pipelined)
+                .map(|u| u.server_us)
+        };
+        let mut cases = vec![("", rl, py, fl)];
+        if let (Some(rl), Some(py), Some(fl)) = (
+            with_replica(Proto::Rlock),
+            with_replica(Proto::PyLock),
+            with_replica(Proto::Floor),
+        ) {
+            cases.push((", a replica attached", rl, py, fl));
+        }
+        for (replica, rl, py, fl) in cases {
+            t.row(vec![
+                format!("issue 10: uncontended ≤ 0.25× python-redis-lock ({mode}{replica})"),
+                format!("{rl:.2} / {py:.2} µs = {}", ratio(rl / py)),
+                verdict(rl / py <= 0.25, "limit 0.25×".into()),
+            ]);
+            t.row(vec![
+                format!("issue 10: uncontended ≤ 2.0× floor ({mode}{replica})"),
+                format!("{rl:.2} / {fl:.2} µs = {}", ratio(rl / fl)),
+                verdict(rl / fl <= 2.0, "limit 2.00×".into()),
+            ]);
+        }
     }
     let c8 = |who: &str| {
         r.con
@@ -153,5 +180,5 @@ pub fn report_targets(r: &Results, report: &mut Report) {
         ),
         verdict(own <= 256.0, "limit 256 B".into()),
     ]);
-    report.section("Targets (issue 3)", "", &t);
+    report.section("Targets (issues 3 and 10)", "", &t);
 }

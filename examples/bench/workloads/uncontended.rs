@@ -42,6 +42,30 @@ pub fn run(server: &Server, shas: &Shas) -> Vec<Uncontended> {
     median_uncontended(&rounds)
 }
 
+/// The same, for rlock, python-redis-lock and the floor only, on a second primary (TCP, the
+/// module loaded) with a replica attached (no module: replicas need none), so that every write
+/// is also sent to the replica. Both are stopped afterwards.
+pub fn run_with_replica() -> Vec<Uncontended> {
+    let primary = Server::with(crate::common::Options {
+        tcp: true,
+        args: ["--appendonly", "no"].map(String::from).to_vec(),
+        ..crate::common::Options::default()
+    });
+    let _replica = crate::common::replica_of(&primary, false);
+    let shas = crate::protocols::load_scripts(&mut primary.conn());
+    let mut rounds: Vec<Vec<Uncontended>> = Vec::new();
+    for _ in 0..UNCONTENDED_ROUNDS {
+        let mut round = Vec::new();
+        for pipelined in [false, true] {
+            for p in [Proto::Rlock, Proto::PyLock, Proto::Floor] {
+                round.push(uncontended(&primary, &shas, p, pipelined));
+            }
+        }
+        rounds.push(round);
+    }
+    median_uncontended(&rounds)
+}
+
 /// One row: a warm-up, then `UNCONTENDED_SECS` of cycles on a fresh keyspace.
 fn uncontended(server: &Server, shas: &Shas, proto: Proto, pipelined: bool) -> Uncontended {
     let mut admin = server.conn();
