@@ -295,10 +295,12 @@ pub fn report_uncontended(r: &Results, report: &mut Report) {
              (rlock: LOCK.ACQUIRE ... BLOCK 0 + LOCK.RELEASE; python-redis-lock: SET NX EX + \
              EVALSHA unlock script; redis-py: SET NX PX + EVALSHA release script; floor: SET NX PX \
              + DEL on `floor:<name>`) / cycles. The floor stays off `lock:<name>` keys because the \
-             module reacts to a DEL of one (it arms a timer and signals python-redis-lock's \
-             waiters); the last row shows what the same bare commands cost on `lock:<name>`. The \
-             python-redis-lock and redis-py rows pay that reaction too, as they would on any server \
-             with rlock loaded. Server CPU: utime+stime of redis-server from /proc/<pid>/stat per \
+             module reacts to them: a `SET lock:<name>` counts as a python-redis-lock attempt for \
+             2 s, and a DEL of one makes the module look at the lock after the command (and \
+             signal it, a python-redis-lock client having tried it); the last row shows what the \
+             same bare commands cost on `lock:<name>`. The python-redis-lock and redis-py rows pay \
+             that reaction too, as they would on any server with rlock loaded. The rlock rows start \
+             2 s after the rows before them, once their attempts have ended. Server CPU: utime+stime of redis-server from /proc/<pid>/stat per \
              cycle (includes socket I/O, the event loop, module timers, and expiring the \
              `lock-signal:<name>` lists that releases leave for 1 s). Each row \
              starts on an empty keyspace (FLUSHALL); each figure is the median of \
