@@ -261,7 +261,14 @@ pub fn report_mixed(m: &Mixed, report: &mut Report) {
     report.table("Targets:", &targets::mixed_targets(m));
 }
 
-pub fn report_uncontended(r: &Results, report: &mut Report) {
+/// Table 3's rows for `rows` (which must hold python-redis-lock's and the floor's rows of the
+/// same modes).
+fn uncontended_table(rows: &[Uncontended]) -> Table {
+    let find = |p: Proto, pipelined: bool| {
+        rows.iter()
+            .find(|u| u.proto == p && u.pipelined == pipelined)
+            .map_or(f64::NAN, |u| u.server_us)
+    };
     let mut t = Table::new(&[
         "protocol",
         "mode",
@@ -271,9 +278,9 @@ pub fn report_uncontended(r: &Results, report: &mut Report) {
         "vs floor",
         "server CPU µs/cycle",
     ]);
-    for u in &r.unc {
-        let py = r.unc(Proto::PyLock, u.pipelined).server_us;
-        let floor = r.unc(Proto::Floor, u.pipelined).server_us;
+    for u in rows {
+        let py = find(Proto::PyLock, u.pipelined);
+        let floor = find(Proto::Floor, u.pipelined);
         t.row(vec![
             u.proto.label().into(),
             if u.pipelined {
@@ -288,6 +295,11 @@ pub fn report_uncontended(r: &Results, report: &mut Report) {
             format!("{:.2}", u.cpu_us),
         ]);
     }
+    t
+}
+
+pub fn report_uncontended(r: &Results, report: &mut Report) {
+    let t = uncontended_table(&r.unc);
     report.section(
         "3. Uncontended acquire + release on distinct names",
         &format!(
@@ -311,41 +323,7 @@ pub fn report_uncontended(r: &Results, report: &mut Report) {
 }
 
 pub fn report_uncontended_replica(r: &Results, report: &mut Report) {
-    let find = |p: Proto, pipelined: bool| {
-        r.unc_replica
-            .iter()
-            .find(|u| u.proto == p && u.pipelined == pipelined)
-    };
-    let mut t = Table::new(&[
-        "protocol",
-        "mode",
-        "cycles/s (client)",
-        "server µs/cycle",
-        "vs python-redis-lock",
-        "vs floor",
-        "server CPU µs/cycle",
-    ]);
-    for u in &r.unc_replica {
-        let (Some(py), Some(floor)) = (
-            find(Proto::PyLock, u.pipelined),
-            find(Proto::Floor, u.pipelined),
-        ) else {
-            continue;
-        };
-        t.row(vec![
-            u.proto.label().into(),
-            if u.pipelined {
-                format!("pipelined ×{PIPELINE_CYCLES}")
-            } else {
-                "one at a time".into()
-            },
-            format!("{:.0}", u.cycles_per_sec),
-            format!("{:.2}", u.server_us),
-            ratio(u.server_us / py.server_us),
-            ratio(u.server_us / floor.server_us),
-            format!("{:.2}", u.cpu_us),
-        ]);
-    }
+    let t = uncontended_table(&r.unc_replica);
     report.section(
         "3b. The same with a replica attached",
         &format!(
