@@ -95,13 +95,17 @@ pub fn loaded(ctx: Ctx) {
 pub fn python_waits(client: u64, name: &[u8], timeout_ms: Option<i64>) {
     let now = Ctx::now_ms();
     let until = timeout_ms.map_or(i64::MAX, |ms| later(now, ms));
-    with(|s| {
+    let overflowed = with(|s| {
         let ticket = s.core.ticket();
         s.python.blpop(name, client, until, now, ticket);
-        if s.python.wants_sweep() {
-            s.python.sweep(now, redis::client_blocked);
-        }
+        s.python.wants_sweep() && s.python.sweep(now, redis::client_blocked)
     });
+    if overflowed {
+        Ctx::log_warning_anywhere(
+            "rlock: too many python-redis-lock waits to follow (BLPOP on lock-signal:*): \
+             every freed lock is signalled from now on",
+        );
+    }
 }
 
 /// A client sets `lock:<name>` itself: python-redis-lock's acquire, which, if the lock

@@ -32,6 +32,10 @@ pub const ATTEMPT_GRACE_MS: i64 = 2_000;
 /// The smallest table size that triggers a sweep.
 const MIN_SWEEP: usize = 1024;
 
+/// The most `BLPOP` watches kept (about 32 bytes each): past that, every lock counts as
+/// awaited (see `sweep`).
+pub const MAX_WATCHES: usize = 1 << 18;
+
 /// The most attempts kept (about 24 bytes each).
 pub const MAX_ATTEMPTS: usize = 1 << 16;
 
@@ -226,7 +230,9 @@ impl PythonWaiters {
     }
 
     /// Drop every watch and attempt that has ended.
-    pub fn sweep(&mut self, now: i64, mut blocked: impl FnMut(u64) -> bool) {
+    /// True if the watches still alive were too many to keep (`MAX_WATCHES`): they were
+    /// dropped, and from now on every lock counts as awaited.
+    pub fn sweep(&mut self, now: i64, mut blocked: impl FnMut(u64) -> bool) -> bool {
         self.by_name.retain(|_, watches| {
             watches.retain(|w| w.live(now, &mut blocked));
             !watches.is_empty()
@@ -234,6 +240,16 @@ impl PythonWaiters {
         self.attempts.retain(|_, end| now < *end);
         self.entries = self.by_name.values().map(Vec::len).sum();
         self.next_sweep = MIN_SWEEP.max(self.entries.saturating_mul(2));
+        if self.entries < MAX_WATCHES / 2 {
+            return false;
+        }
+        // Waits that never end by themselves (clients unknown, on Redis 7.0, or blocked on
+        // very many names): signal every freed lock from now on rather than keep them all.
+        self.by_name = HashMap::new();
+        self.entries = 0;
+        self.next_sweep = MIN_SWEEP;
+        self.all_until = i64::MAX;
+        true
     }
 
     /// How many attempts are kept.
@@ -243,7 +259,7 @@ impl PythonWaiters {
 
     /// Whether the table has grown enough since the last sweep to sweep it now.
     pub fn wants_sweep(&self) -> bool {
-        self.entries >= self.next_sweep
+        self.entries >= self.next_sweep.min(MAX_WATCHES)
     }
 
     fn note(&mut self, name: u64, watch: Watch, now: i64) {
@@ -375,7 +391,7 @@ mod tests {
             }
         }
         assert!(p.len() < 2 * MIN_SWEEP, "{}", p.len());
-        p.sweep(0, |c| c % 100 == 0);
+        assert!(!p.sweep(0, |c| c % 100 == 0));
         assert_eq!(p.len(), 100);
         assert!(p.may_wait(b"200", 0, |c| c % 100 == 0));
         assert!(!p.may_wait(b"201", 0, |c| c % 100 == 0));
@@ -408,13 +424,30 @@ mod tests {
     }
 
     #[test]
+    fn waits_that_never_end_are_bounded() {
+        // A client that blocks without limit on name after name and hangs up, on a server that
+        // cannot say who it was: the watches stay bounded, and then every lock is signalled.
+        let mut p = PythonWaiters::new();
+        let mut overflowed = false;
+        for i in 0..(MAX_WATCHES as u64 + 10) {
+            p.blpop(i.to_string().as_bytes(), UNKNOWN_CLIENT, NEVER, 0, i);
+            if p.wants_sweep() {
+                overflowed |= p.sweep(0, |_| false);
+            }
+            assert!(p.len() <= MAX_WATCHES);
+        }
+        assert!(overflowed);
+        assert!(p.may_wait(b"never-seen", 1, |_| false));
+    }
+
+    #[test]
     fn extreme_times_never_wrap() {
         let mut p = PythonWaiters::new();
         for now in [0, 1, i64::MAX / 1000, i64::MAX - 1, i64::MAX] {
             p.set(b"a", now);
             p.blpop(b"a", 2, now.saturating_add(5), now, 0);
             let _ = p.may_wait(b"a", now, |_| true);
-            p.sweep(now, |_| true);
+            let _ = p.sweep(now, |_| true);
         }
     }
 }

@@ -78,6 +78,11 @@ impl Ctx {
         log(self.0, "warning", msg);
     }
 
+    /// A warning in the server's log, from where no context is at hand (a command filter).
+    pub fn log_warning_anywhere(msg: &str) {
+        log(null_mut(), "warning", msg);
+    }
+
     pub fn log_notice(self, msg: &str) {
         log(self.0, "notice", msg);
     }
