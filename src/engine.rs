@@ -567,6 +567,10 @@ fn hand_over_or_free(
                 if ticket < first {
                     s.python.take_turn(name, ticket);
                     let until = later(now, PYTHON_TURN_MS);
+                    if s.python_turns.len() >= 1024 {
+                        // Turns of locks nobody looked at again since: over.
+                        s.python_turns.retain(|_, (_, end)| now < *end);
+                    }
                     s.python_turns.insert(name.to_vec(), (lock.db, until));
                     return (timed_out, Next::PythonsTurn(lock, until, true));
                 }
