@@ -231,6 +231,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         self.queues.contains_key(lock)
     }
 
+    /// Number of locks with module clients queued.
+    pub fn locks_waited_for(&self) -> usize {
+        self.queues.len()
+    }
+
     /// Number of queued (not yet served) waiters, over all locks.
     pub fn waiting(&self) -> usize {
         self.waiters.len()

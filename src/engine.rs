@@ -28,7 +28,8 @@ use crate::config::{self, PythonSignal};
 use crate::core::{later, timer_period, Check, Core, Grant, LockId, Removed};
 use crate::keys;
 use crate::python::PythonWaiters;
-use crate::redis::{self, CmdError, CmdResult, Ctx, Handle, Key, Kind, Reply, Unblocked};
+use crate::redis::{self, CmdError, CmdResult, Ctx, Handle, Info, Key, Kind, Reply, Unblocked};
+use crate::stats::{self, Counter};
 
 /// How often due looks are retried while writes are paused.
 const PAUSE_POLL_MS: i64 = 10;
@@ -89,6 +90,32 @@ pub fn loaded(ctx: Ctx) {
     with(|s| s.python.blocked_at_load(blocked));
 }
 
+/// `INFO rlock`: what waits now, the counters since load, and the configuration.
+pub fn info(info: &mut Info) {
+    let (waiters, locks, python_waits, python_turns) = with(|s| {
+        (
+            s.core.waiting(),
+            s.core.locks_waited_for(),
+            s.python.len(),
+            s.python_turns.len(),
+        )
+    });
+    let n = |x: usize| i64::try_from(x).unwrap_or(i64::MAX);
+    info.int("waiters", n(waiters));
+    info.int("locks_with_waiters", n(locks));
+    info.int("python_waits_followed", n(python_waits));
+    info.int("python_turns_open", n(python_turns));
+    for (name, count) in stats::all() {
+        info.int(name, i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    let policy = match config::python_signal() {
+        PythonSignal::auto => "auto",
+        PythonSignal::always => "always",
+        PythonSignal::never => "never",
+    };
+    info.text("python_signal", policy);
+}
+
 // ---- python-redis-lock clients, seen by the command filter ----
 
 /// Client `client` waits in `BLPOP lock-signal:<name> ...` for `timeout_ms` (None: no limit).
@@ -134,7 +161,20 @@ fn python_turn(s: &mut State, lock: &LockId, now: i64) -> Option<i64> {
 /// A client (python-redis-lock's release or reset script) pushed a signal for `name`: one
 /// python waiter is woken by it.
 pub fn python_signalled_elsewhere(name: &[u8]) {
+    stats::bump(Counter::PythonSignalsObserved);
     python_signalled(name);
+}
+
+/// `name` was freed and nobody the module serves takes it: signal it, as python-redis-lock's
+/// release would, if a python-redis-lock client may be waiting for it.
+fn signal_if_awaited(ctx: Ctx, name: &[u8], now: i64) {
+    if python_may_wait(name, now) {
+        keys::signal(ctx, name, now);
+        python_signalled(name);
+        stats::bump(Counter::PythonSignalsSent);
+    } else {
+        stats::bump(Counter::PythonSignalsSkipped);
+    }
 }
 
 /// A signal was left for `name`'s python waiters.
@@ -193,12 +233,14 @@ pub fn acquire(
     }
     if key.kind() == Kind::Empty {
         keys::write_owner(ctx, &mut key, key_name, token, later(now, ttl_ms));
+        stats::bump(Counter::AcquiredAtOnce);
         return Ok(Reply::Ok);
     }
     if keys::holds(&key, token) {
         let at = later(now, ttl_ms);
         keys::write_expiry(ctx, &mut key, key_name, at);
         lease_changed(ctx, name, at);
+        stats::bump(Counter::AcquiredAtOnce);
         return Ok(Reply::Ok);
     }
     match block_ms {
@@ -253,10 +295,7 @@ pub fn reset_all(ctx: Ctx) -> CmdResult {
         if keys::delete(ctx, &mut key, &key_name) {
             removed += 1;
         }
-        if python_may_wait(name, now) {
-            keys::signal(ctx, name, now);
-            python_signalled(name);
-        }
+        signal_if_awaited(ctx, name, now);
         hand_over_or_free(ctx, &mut key, name, &key_name, now, false);
     }
     Ok(Reply::Int(removed))
@@ -290,6 +329,7 @@ pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
     } else {
         Unblocked::Nil
     };
+    stats::bump(Counter::WaitersUnblocked);
     redis::unblock(handle, how);
     rearm(ctx);
     Ok(Reply::Int(1))
@@ -321,6 +361,7 @@ pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
 /// already handed the lock but never got the reply gives it back at once, before anything
 /// else can see it; while writes are paused, as soon as they resume.
 pub fn waiter_left(ctx: Ctx, handle: Handle) {
+    stats::bump(Counter::WaitersDisconnected);
     let Removed::Granted { lock, token } = leave(handle) else {
         return;
     };
@@ -357,7 +398,12 @@ fn leave(handle: Handle) -> Removed {
 /// `lock:<name>` went away without the module (python-redis-lock's release, DEL, expiry,
 /// eviction, ...): its first waiter gets it, or, with nobody waiting, python-redis-lock's
 /// waiters are signalled unless that was just done. Looked at from the timer.
-pub fn lock_freed(ctx: Ctx, name: &[u8]) {
+pub fn lock_freed(ctx: Ctx, name: &[u8], expired: bool) {
+    stats::bump(if expired {
+        Counter::ExpiriesObserved
+    } else {
+        Counter::ForeignDeletesObserved
+    });
     // python-redis-lock's own release has just signalled: nothing left to do. (Reading here
     // is fine; only writes must wait for the timer.)
     if !has_waiters(ctx, name) && keys::signal_pending(ctx, name) {
@@ -437,12 +483,16 @@ fn perform_due(ctx: Ctx) {
     let paused = primary && ctx.writes_paused();
     let (timed_out, due) = with(|s| {
         let due = if paused {
+            if s.core.next_check().is_some_and(|at| at <= now) {
+                stats::bump(Counter::DeferredWhilePaused);
+            }
             Vec::new()
         } else {
             s.core.take_due(now)
         };
         (s.core.take_timed_out(now), due)
     });
+    stats::add(Counter::BlockTimeouts, timed_out.len() as u64);
     for handle in timed_out {
         redis::unblock(handle, Unblocked::Nil);
     }
@@ -581,11 +631,14 @@ fn hand_over_or_free(
             s.core.pop_next(&lock).map_or(Next::Free, Next::Grant),
         )
     });
+    stats::add(Counter::BlockTimeouts, timed_out.len() as u64);
     for handle in timed_out {
         redis::unblock(handle, Unblocked::Nil);
     }
     match next {
         Next::Grant(grant) => {
+            stats::bump(Counter::HandOvers);
+            stats::add(Counter::AcquiredAfterWaiting, 1 + grant.also.len() as u64);
             let at = later(now, grant.ttl_ms);
             keys::write_owner(ctx, key, key_name, &grant.token, at);
             redis::unblock(grant.handle, Unblocked::Granted);
@@ -596,9 +649,8 @@ fn hand_over_or_free(
         }
         Next::Free => {
             keys::delete(ctx, key, key_name);
-            if signal && python_may_wait(name, now) {
-                keys::signal(ctx, name, now);
-                python_signalled(name);
+            if signal {
+                signal_if_awaited(ctx, name, now);
             }
         }
         Next::PythonsTurn(lock, until, wake) => {
@@ -606,6 +658,7 @@ fn hand_over_or_free(
             // looked at again when the turn ends (if it has not taken the lock by then).
             keys::delete(ctx, key, key_name);
             if wake {
+                stats::bump(Counter::PythonTurns);
                 keys::signal(ctx, name, now);
             }
             with(|s| s.core.schedule(&lock, until, false));

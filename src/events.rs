@@ -14,6 +14,7 @@ pub fn handlers() -> Handlers {
         key_event,
         server_event,
         command,
+        info: engine::info,
     }
 }
 
@@ -100,7 +101,8 @@ fn key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
         b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from"
     );
     if frees {
-        engine::lock_freed(ctx, name);
+        let expired = matches!(event, b"expired" | b"evicted");
+        engine::lock_freed(ctx, name, expired);
     } else {
         engine::lock_changed(ctx, name);
     }

@@ -22,6 +22,7 @@
 //!   returns what to do. No Redis types; unit and property tests.
 //! - [`python`]: who may be waiting the python-redis-lock way (plain data, like `core`).
 //! - [`config`]: the module's options (`CONFIG SET rlock.*`).
+//! - [`stats`]: the counters of `INFO rlock`.
 //! - [`keys`]: the `lock:` / `lock-signal:` keys and every write to them, each replicated as a
 //!   plain core command with an absolute time and announced as the core command would be.
 //! - [`redis`]: the safe layer over the raw module API; all `unsafe` is here, and it imports
@@ -35,6 +36,7 @@ pub mod events;
 pub mod keys;
 pub mod python;
 pub mod redis;
+pub mod stats;
 
 #[cfg(not(test))]
 use redis_module::{Context, RedisString, Status};

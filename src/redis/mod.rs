@@ -14,6 +14,7 @@
 //! - `call`: `GET` and `CLIENT UNBLOCK` run through the server
 //! - `command`: command registration and docs, the command entry point
 //! - `subscribe`: keyspace and server events, the command filter, module options
+//! - `info`: the module's `INFO` section
 
 use std::ffi::{c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -36,6 +37,7 @@ mod blocked;
 mod call;
 mod command;
 mod context;
+mod info;
 mod key;
 mod subscribe;
 mod timer;
@@ -44,6 +46,7 @@ pub use blocked::{unblock, Unblocked};
 pub use call::{client_blocked, clients_blocked_in};
 pub use command::{create_command, run_command, ArgType, CommandSpec, EntryPoint};
 pub use context::Ctx;
+pub use info::Info;
 pub use key::{EventClass, Key, Kind};
 pub use subscribe::{log_features, subscribe, Filtered};
 
@@ -100,6 +103,8 @@ pub struct Handlers {
     pub server_event: fn(Ctx, ServerEvent),
     /// Every command, before it runs (the command filter): may rewrite it.
     pub command: fn(&Filtered),
+    /// `INFO rlock`: the section's fields.
+    pub info: fn(&mut Info),
 }
 
 static HANDLERS: OnceLock<Handlers> = OnceLock::new();

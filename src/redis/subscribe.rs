@@ -264,6 +264,8 @@ pub fn subscribe(ctx: &redis_module::Context, handlers: Handlers) -> bool {
     super::install(handlers);
     let ctx = ctx.ctx;
     api!(RedisModule_SetModuleOptions(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int) else ());
+    // After the `redis-module` crate's own (registered before `init`): the last one counts.
+    api!(RedisModule_RegisterInfoFunc(ctx, Some(super::info::info_cb)) else ERR);
     let filter = api!(RedisModule_RegisterCommandFilter(ctx, Some(filter_cb),
         raw::REDISMODULE_CMDFILTER_NOSELF as c_int) else null_mut());
     if filter.is_null() {
