@@ -231,6 +231,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         self.queues.contains_key(lock)
     }
 
+    /// Number of module clients queued for `lock`.
+    pub fn queued(&self, lock: &LockId) -> usize {
+        self.queues.get(lock).map_or(0, |q| q.live)
+    }
+
     /// Number of locks with module clients queued.
     pub fn locks_waited_for(&self) -> usize {
         self.queues.len()

@@ -282,6 +282,33 @@ pub fn owner(ctx: Ctx, key_name: &[u8]) -> CmdResult {
     })
 }
 
+/// `LOCK.INFO`: the owner (read as `GET` reads), the lease left, the module waiters queued,
+/// and whether a python-redis-lock client may be waiting.
+pub fn lock_info(ctx: Ctx, name: &[u8], key_name: &[u8]) -> CmdResult {
+    let owner = ctx.get(key_name)?;
+    let now = Ctx::now_ms();
+    let ttl = match (
+        &owner,
+        Key::open(ctx, key_name, false).and_then(|k| k.expires_at()),
+    ) {
+        (None, _) => -2,
+        (Some(_), None) => -1,
+        (Some(_), Some(at)) => at.saturating_sub(now).max(0),
+    };
+    let lock = LockId::new(ctx.db(), name);
+    let waiters = with(|s| s.core.queued(&lock));
+    let python = python_may_wait(name, now);
+    Ok(Reply::Map(vec![
+        ("owner", owner.map_or(Reply::Nil, Reply::Bulk)),
+        ("ttl", Reply::Int(ttl)),
+        (
+            "waiters",
+            Reply::Int(i64::try_from(waiters).unwrap_or(i64::MAX)),
+        ),
+        ("python", Reply::Int(i64::from(python))),
+    ]))
+}
+
 /// `LOCK.RESETALL`: delete every lock of the selected database, signal python-redis-lock's
 /// waiters of each as its `reset_all` does, hand each lock to its first module waiter.
 pub fn reset_all(ctx: Ctx) -> CmdResult {

@@ -1,9 +1,9 @@
 //! rlock: distributed locks inside Redis, compatible with python-redis-lock.
 //!
 //! `LOCK.ACQUIRE name token ttl [BLOCK ms]`, `LOCK.RELEASE name token`,
-//! `LOCK.RENEW name token ttl`, `LOCK.OWNER name`, `LOCK.RESETALL`: the token check happens in
-//! the server, and a blocked acquire waits as a native blocked client, first come, first
-//! served. Locks live in python-redis-lock's keys (`lock:<name>` holds the owner's token,
+//! `LOCK.RENEW name token ttl`, `LOCK.OWNER name`, `LOCK.INFO name`, `LOCK.RESETALL`: the
+//! token check happens in the server, and a blocked acquire waits as a native blocked client,
+//! first come, first served. Locks live in python-redis-lock's keys (`lock:<name>` holds the owner's token,
 //! `lock-signal:<name>` wakes its waiters), so both kinds of client share locks and wake each
 //! other. The full contract is in the README.
 //!

@@ -137,3 +137,68 @@ fn info_rlock_counts_what_happens() {
         Some("never")
     );
 }
+
+fn lock_info(c: &mut Raw, name: &str) -> Vec<R> {
+    match c.call(&["LOCK.INFO", name]) {
+        R::Array(Some(items)) => items,
+        other => panic!("LOCK.INFO {name}: {other:?}"),
+    }
+}
+
+fn field(items: &[R], name: &str) -> R {
+    let i = items
+        .iter()
+        .position(|r| *r == R::Bulk(Some(name.as_bytes().to_vec())))
+        .unwrap_or_else(|| panic!("no {name} in {items:?}"));
+    items[i + 1].clone()
+}
+
+#[test]
+fn lock_info_shows_owner_lease_waiters_and_python() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    // Free.
+    let free = lock_info(&mut c, "n");
+    assert_eq!(free.len(), 8, "four field/value pairs: {free:?}");
+    assert_eq!(field(&free, "owner"), R::nil());
+    assert_eq!(field(&free, "ttl"), R::Int(-2));
+    assert_eq!(field(&free, "waiters"), R::Int(0));
+    assert_eq!(field(&free, "python"), R::Int(0));
+    // Held, with two module waiters and a python-redis-lock client that tried.
+    c.acquire("n", "holder");
+    let mut w1 = Raw::connect(&s);
+    w1.send(&[&["LOCK.ACQUIRE", "n", "w1", "60", "BLOCK", "0"]]);
+    let mut w2 = Raw::connect(&s);
+    w2.send(&[&["LOCK.ACQUIRE", "n", "w2", "60", "BLOCK", "0"]]);
+    s.wait_blocked(2);
+    c.python_tries("n");
+    let held = lock_info(&mut c, "n");
+    assert_eq!(field(&held, "owner"), R::Bulk(Some(b"holder".to_vec())));
+    let R::Int(ttl) = field(&held, "ttl") else {
+        panic!("{held:?}")
+    };
+    assert!((59_000..=60_000).contains(&ttl), "{ttl}");
+    assert_eq!(field(&held, "waiters"), R::Int(2));
+    assert_eq!(field(&held, "python"), R::Int(1));
+    // Without a lease (a python-redis-lock lock made with expire=None).
+    assert_eq!(c.call(&["SET", "lock:forever", "py"]), R::ok());
+    assert_eq!(field(&lock_info(&mut c, "forever"), "ttl"), R::Int(-1));
+    // RESP3: a map.
+    let mut r3 = redis::Client::open(format!("{}?protocol=resp3", s.url))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let v: redis::Value = redis::cmd("LOCK.INFO").arg("n").query(&mut r3).unwrap();
+    let redis::Value::Map(pairs) = v else {
+        panic!("RESP3 LOCK.INFO is not a map: {v:?}")
+    };
+    assert_eq!(pairs.len(), 4);
+    // Wrong arity, and a key of another type.
+    assert!(matches!(c.call(&["LOCK.INFO"]), R::Error(_)));
+    c.call(&["RPUSH", "lock:list", "x"]);
+    let wrong = c.call(&["LOCK.INFO", "list"]);
+    assert!(
+        matches!(&wrong, R::Error(e) if e.starts_with("WRONGTYPE")),
+        "{wrong:?}"
+    );
+}

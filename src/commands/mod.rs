@@ -7,6 +7,7 @@ use crate::keys;
 use crate::redis::{create_command, ArgType, CmdError, CommandSpec, Ctx};
 
 mod acquire;
+mod info;
 mod owner;
 mod release;
 mod renew;
@@ -154,6 +155,18 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             flags: c"readonly fast",
             arity: 2,
             summary: c"Reply the token owning lock `name`, or nil if it is free.",
+            complexity: c"O(1)",
+            takes_name: true,
+            writes: false,
+            acl_categories: None,
+            args: &[NAME],
+        },
+        CommandSpec {
+            name: c"LOCK.INFO",
+            entry: entry_point!(info::run),
+            flags: c"readonly fast",
+            arity: 2,
+            summary: c"Reply what there is to know about lock `name`: owner, ttl (ms), waiters queued, whether a python-redis-lock client may be waiting.",
             complexity: c"O(1)",
             takes_name: true,
             writes: false,

@@ -90,6 +90,15 @@ impl Ctx {
     pub(super) fn reply(self, reply: CmdResult) {
         let c = self.0;
         match reply {
+            Ok(Reply::Map(fields)) => {
+                let len = std::ffi::c_long::try_from(fields.len()).unwrap_or(0);
+                api!(RedisModule_ReplyWithMap(c, len) else ERR);
+                for (field, value) in fields {
+                    api!(RedisModule_ReplyWithStringBuffer(c, field.as_ptr().cast(), field.len()) else ERR);
+                    self.reply(Ok(value));
+                }
+                OK
+            }
             Ok(Reply::Ok) => api!(RedisModule_ReplyWithSimpleString(c, c"OK".as_ptr()) else ERR),
             Ok(Reply::Nil) => api!(RedisModule_ReplyWithNull(c) else ERR),
             Ok(Reply::Int(n)) => api!(RedisModule_ReplyWithLongLong(c, n) else ERR),

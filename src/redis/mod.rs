@@ -68,6 +68,8 @@ pub enum Reply {
     /// An error reply that is the command's answer, not a failure (e.g. to a waiter that
     /// `CLIENT UNBLOCK ... ERROR` ended).
     Error(String),
+    /// Field/value pairs: a map in RESP3, a flat array in RESP2 (as `XINFO` replies).
+    Map(Vec<(&'static str, Reply)>),
 }
 
 /// An error reply, with its Redis prefix (`ERR ...`, `WRONGTYPE ...`, `NOPERM ...`).
