@@ -299,6 +299,11 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         Some(grant)
     }
 
+    /// The token a granted waiter was handed the lock with (until `delivered`).
+    pub fn granted_token(&self, handle: H) -> Option<Vec<u8>> {
+        self.granted.get(&handle).map(|(_, token)| token.to_vec())
+    }
+
     /// The reply to a granted waiter went out: forget the grant.
     pub fn delivered(&mut self, handle: H) {
         self.granted.remove(&handle);

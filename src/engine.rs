@@ -20,7 +20,7 @@
 //! Locking rule: the state's mutex is never held across a Redis API call that can call back into
 //! this module (opening a key can expire it, which fires a keyspace event).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
@@ -47,6 +47,8 @@ struct State {
     /// Locks kept free for a python-redis-lock waiter whose turn it is: name → (database,
     /// until when). Module clients wait meanwhile.
     python_turns: HashMap<Vec<u8>, (i32, i64)>,
+    /// Waiters whose token the server made (`*`): they are answered with it, not `OK`.
+    server_made: HashSet<Handle>,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
@@ -55,6 +57,7 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         timer: None,
         python: PythonWaiters::new(),
         python_turns: HashMap::new(),
+        server_made: HashSet::new(),
     })
 });
 
@@ -73,6 +76,7 @@ pub fn forget_everything() {
         s.timer = None;
         s.python = PythonWaiters::new();
         s.python_turns = HashMap::new();
+        s.server_made = HashSet::new();
     });
 }
 
@@ -193,6 +197,15 @@ fn python_may_wait(name: &[u8], now: i64) -> bool {
 
 // ---- commands ----
 
+/// A token for `LOCK.ACQUIRE name * ...`: 18 bytes from a CSPRNG in base64 (24 characters), as
+/// python-redis-lock makes its ids.
+pub fn new_token() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 18];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// `LOCK.ACQUIRE`: take a free lock, renew one `token` holds, or wait in line (`block_ms`:
 /// `Some(0)` without limit) where the client may block.
 pub fn acquire(
@@ -202,7 +215,15 @@ pub fn acquire(
     token: &[u8],
     ttl_ms: i64,
     block_ms: Option<i64>,
+    reply_token: bool,
 ) -> CmdResult {
+    let ok = || {
+        if reply_token {
+            Reply::Bulk(token.to_vec())
+        } else {
+            Reply::Ok
+        }
+    };
     let mut key = keys::open_lock(ctx, key_name, true)?;
     let now = Ctx::now_ms();
     // Free, but others were in line first (a foreign release whose hand-over is still
@@ -225,7 +246,7 @@ pub fn acquire(
     if let Some(until) = turn {
         return match block_ms {
             Some(ms) if ctx.may_block() => {
-                let blocked = wait(ctx, name, token, ttl_ms, ms, Some(until));
+                let blocked = wait(ctx, name, token, ttl_ms, ms, Some(until), reply_token);
                 Ok(if blocked { Reply::Blocked } else { Reply::Nil })
             }
             _ => Ok(Reply::Nil),
@@ -234,18 +255,18 @@ pub fn acquire(
     if key.kind() == Kind::Empty {
         keys::write_owner(ctx, &mut key, key_name, token, later(now, ttl_ms));
         stats::bump(Counter::AcquiredAtOnce);
-        return Ok(Reply::Ok);
+        return Ok(ok());
     }
     if keys::holds(&key, token) {
         let at = later(now, ttl_ms);
         keys::write_expiry(ctx, &mut key, key_name, at);
         lease_changed(ctx, name, at);
         stats::bump(Counter::AcquiredAtOnce);
-        return Ok(Reply::Ok);
+        return Ok(ok());
     }
     match block_ms {
         Some(ms) if ctx.may_block() => {
-            let blocked = wait(ctx, name, token, ttl_ms, ms, key.expires_at());
+            let blocked = wait(ctx, name, token, ttl_ms, ms, key.expires_at(), reply_token);
             Ok(if blocked { Reply::Blocked } else { Reply::Nil })
         }
         _ => Ok(Reply::Nil),
@@ -375,9 +396,14 @@ pub fn takes_unblock(client: u64) -> bool {
 /// A woken waiter is being answered: `OK` if it was handed the lock, nil if its time ran out
 /// or it was unblocked, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.
 pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
-    with(|s| s.core.delivered(handle));
+    let made = with(|s| {
+        let made = s.server_made.remove(&handle) && how == Unblocked::Granted;
+        let token = made.then(|| s.core.granted_token(handle)).flatten();
+        s.core.delivered(handle);
+        token
+    });
     Ok(match how {
-        Unblocked::Granted => Reply::Ok,
+        Unblocked::Granted => made.map_or(Reply::Ok, Reply::Bulk),
         Unblocked::Nil => Reply::Nil,
         Unblocked::Error => Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into()),
     })
@@ -389,6 +415,7 @@ pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
 /// else can see it; while writes are paused, as soon as they resume.
 pub fn waiter_left(ctx: Ctx, handle: Handle) {
     stats::bump(Counter::WaitersDisconnected);
+    with(|s| s.server_made.remove(&handle));
     let Removed::Granted { lock, token } = leave(handle) else {
         return;
     };
@@ -580,10 +607,14 @@ fn wait(
     ttl_ms: i64,
     block_ms: i64,
     expires_at: Option<i64>,
+    reply_token: bool,
 ) -> bool {
     let Some(handle) = ctx.block() else {
         return false;
     };
+    if reply_token {
+        with(|s| s.server_made.insert(handle));
+    }
     let lock = LockId::new(ctx.db(), name);
     // The clock has whole milliseconds: one more makes sure at least `block_ms` have passed.
     let deadline = (block_ms > 0).then(|| later(Ctx::now_ms(), later(block_ms, 1)));

@@ -172,7 +172,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (
             &["LOCK.ACQUIRE", "a", "t", "10", "BLOCK", "5", "x"],
-            "wrong number of arguments",
+            "unknown option 'x'",
         ),
         (
             &["LOCK.ACQUIRE", "a", "t", "0"],

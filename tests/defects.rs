@@ -40,8 +40,8 @@ fn dbsize(c: &mut Raw) -> i64 {
 
 // ---- 1. arity errors ----
 
-/// The module's own arity errors (LOCK.ACQUIRE with 5 or 7+ arguments, which the declared
-/// arity -4 lets through) read exactly as the server's own for a count it refuses.
+/// The module's own arity errors (LOCK.ACQUIRE with BLOCK and no ms, which the declared arity -4
+/// lets through) read exactly as the server's own for a count it refuses.
 #[test]
 fn arity_errors_are_spelled_as_the_server_spells_them() {
     let s = Server::start();
@@ -69,8 +69,6 @@ fn arity_errors_are_spelled_as_the_server_spells_them() {
     let table: &[&[&str]] = &[
         &["LOCK.ACQUIRE", "a", "t", "1", "BLOCK"],
         &["lock.acquire", "a", "t", "1", "block"],
-        &["LOCK.ACQUIRE", "a", "t", "1", "BLOCK", "5", "x"],
-        &["LOCK.ACQUIRE", "a", "t", "1", "BLOCK", "5", "BLOCK", "5"],
         // And the counts the server refuses for the other commands.
         &["LOCK.RELEASE", "a"],
         &["LOCK.RELEASE", "a", "t", "x"],
@@ -87,6 +85,15 @@ fn arity_errors_are_spelled_as_the_server_spells_them() {
         );
         assert_eq!(err(&c.call(args)), want, "{args:?}");
     }
+    // Options come in any order, each at most once: a repeated or unknown one is an error.
+    assert_eq!(
+        err(&c.call(&["LOCK.ACQUIRE", "a", "t", "1", "BLOCK", "5", "x"])),
+        "ERR unknown option 'x' (expected BLOCK ms)"
+    );
+    assert_eq!(
+        err(&c.call(&["LOCK.ACQUIRE", "a", "t", "1", "BLOCK", "5", "BLOCK", "5"])),
+        "ERR BLOCK given twice"
+    );
     assert_eq!(dbsize(&mut c), 0, "nothing changed");
 }
 
@@ -597,4 +604,53 @@ fn move_and_copy_to_another_database_leave_the_client_where_it_was() {
         ));
     }
     assert!(wrong.is_empty(), "the client was moved: {wrong:#?}");
+}
+
+// ---- 10. server-made tokens ----
+
+fn made_token(r: &R) -> String {
+    let token = match r {
+        R::Bulk(Some(b)) => String::from_utf8(b.clone()).unwrap(),
+        other => panic!("wanted the server-made token, got {other:?}"),
+    };
+    assert_eq!(token.len(), 24, "{token}");
+    assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'),
+        "base64: {token}"
+    );
+    token
+}
+
+/// `LOCK.ACQUIRE name * ttl`: the server makes the token (as python-redis-lock makes its ids)
+/// and replies it instead of `OK`, at once or when a waiter is handed the lock.
+#[test]
+fn a_star_token_is_made_by_the_server_and_replied() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    let first = made_token(&c.call(&["LOCK.ACQUIRE", "m", "*", "60"]));
+    assert_eq!(c.owner("m").as_deref(), Some(first.as_str()));
+    // Held: nil, and nothing changes.
+    assert_eq!(c.call(&["LOCK.ACQUIRE", "m", "*", "60"]), R::nil());
+    // A waiter with `*` gets its own token when the lock is handed to it.
+    let mut w = Raw::connect(&s);
+    w.send(&[&["LOCK.ACQUIRE", "m", "*", "60", "BLOCK", "0"]]);
+    s.wait_blocked(1);
+    assert_eq!(c.release("m", &first), 1);
+    let second = made_token(&w.read("the waiter's token"));
+    assert_ne!(first, second);
+    assert_eq!(c.owner("m").as_deref(), Some(second.as_str()));
+    // A waiter with `*` that times out gets nil, as any other.
+    assert_eq!(
+        c.call(&["LOCK.ACQUIRE", "m", "*", "60", "BLOCK", "10"]),
+        R::nil()
+    );
+    assert_eq!(c.release("m", &second), 1);
+    // Tokens do not repeat.
+    let mut seen = BTreeSet::new();
+    for i in 0..200 {
+        let name = format!("n{i}");
+        assert!(seen.insert(made_token(&c.call(&["LOCK.ACQUIRE", &name, "*", "60"]))));
+    }
 }

@@ -4,27 +4,49 @@
 //! → `OK` (a retry after a lost reply is safe). Held by another: nil, or with `BLOCK`, wait in
 //! line (first come, first served) up to `ms` milliseconds (0: no limit) → `OK` when handed
 //! the lock, nil when the time is up. Never blocks inside MULTI, scripts or functions.
+//!
+//! `token` `*`: the server makes a token (24 characters of base64 from 18 random bytes, like
+//! python-redis-lock's ids) and replies it instead of `OK`. A retry with `*` is a new
+//! acquisition.
 
 use super::{arity_error, parse_block, parse_token, parse_ttl, writable_keys};
 use crate::engine;
 use crate::redis::{CmdError, CmdResult, Ctx};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
-    let (name, token, ttl_ms, block_ms) = match args {
-        [_, name, token, ttl] => (*name, parse_token(token)?, parse_ttl(ttl)?, None),
-        [_, name, token, ttl, option, ms] => {
-            let (token, ttl_ms) = (parse_token(token)?, parse_ttl(ttl)?);
-            if !option.eq_ignore_ascii_case(b"BLOCK") {
-                // At most 128 bytes of it, as Redis quotes an unknown command.
-                let option = String::from_utf8_lossy(&option[..option.len().min(128)]);
-                return Err(CmdError(format!(
-                    "ERR unknown option '{option}' (expected BLOCK ms)"
-                )));
-            }
-            (*name, token, ttl_ms, Some(parse_block(ms)?))
-        }
-        _ => return Err(arity_error("LOCK.ACQUIRE")),
+    let [_, name, token, ttl, options @ ..] = args else {
+        return Err(arity_error("LOCK.ACQUIRE"));
     };
+    let (token, ttl_ms) = (parse_token(token)?, parse_ttl(ttl)?);
+    let mut block_ms = None;
+    let mut rest = options;
+    while let [option, more @ ..] = rest {
+        if option.eq_ignore_ascii_case(b"BLOCK") {
+            let [ms, more @ ..] = more else {
+                return Err(arity_error("LOCK.ACQUIRE"));
+            };
+            if block_ms.is_some() {
+                return Err(CmdError("ERR BLOCK given twice".into()));
+            }
+            block_ms = Some(parse_block(ms)?);
+            rest = more;
+        } else {
+            // At most 128 bytes of it, as Redis quotes an unknown command.
+            let option = String::from_utf8_lossy(&option[..option.len().min(128)]);
+            return Err(CmdError(format!(
+                "ERR unknown option '{option}' (expected BLOCK ms)"
+            )));
+        }
+    }
     let key_name = writable_keys(ctx, name)?;
-    engine::acquire(ctx, name, &key_name, token, ttl_ms, block_ms)
+    // `*`: the server makes the token and replies it instead of `OK`, as `XADD *` replies
+    // the id it made.
+    let made;
+    let (token, reply_token) = if token == b"*" {
+        made = engine::new_token();
+        (made.as_bytes(), true)
+    } else {
+        (token, false)
+    };
+    engine::acquire(ctx, name, &key_name, token, ttl_ms, block_ms, reply_token)
 }

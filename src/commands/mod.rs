@@ -118,7 +118,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             entry: entry_point!(acquire::run),
             flags: c"write deny-oom",
             arity: -4,
-            summary: c"Take the lock `name` for `token` for `ttl` seconds; with BLOCK, wait in line up to `ms` milliseconds (0: no limit). Replies OK, or nil if not taken.",
+            summary: c"Take the lock `name` for `token` for `ttl` seconds; with BLOCK, wait in line up to `ms` milliseconds (0: no limit). Replies OK, or nil if not taken. Token `*`: the server makes one and replies it instead of OK.",
             complexity: c"O(1)",
             takes_name: true,
             writes: true,
