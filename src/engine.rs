@@ -49,6 +49,12 @@ struct State {
     python_turns: HashMap<Vec<u8>, (i32, i64)>,
     /// Waiters whose token the server made (`*`): they are answered with it, not `OK`.
     server_made: HashSet<Handle>,
+    /// Waiters that asked for `BIND`, and their clients: bound when handed the lock.
+    bind_on_grant: HashMap<Handle, u64>,
+    /// Bound locks: the client they are bound to, and the token they were bound with.
+    bound: HashMap<LockId, (u64, Box<[u8]>)>,
+    /// The locks bound to each client (may name locks bound elsewhere since: `bound` decides).
+    bound_by_client: HashMap<u64, Vec<LockId>>,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
@@ -58,6 +64,9 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         python: PythonWaiters::new(),
         python_turns: HashMap::new(),
         server_made: HashSet::new(),
+        bind_on_grant: HashMap::new(),
+        bound: HashMap::new(),
+        bound_by_client: HashMap::new(),
     })
 });
 
@@ -77,6 +86,9 @@ pub fn forget_everything() {
         s.python = PythonWaiters::new();
         s.python_turns = HashMap::new();
         s.server_made = HashSet::new();
+        s.bind_on_grant = HashMap::new();
+        s.bound = HashMap::new();
+        s.bound_by_client = HashMap::new();
     });
 }
 
@@ -109,6 +121,7 @@ pub fn info(info: &mut Info) {
     info.int("locks_with_waiters", n(locks));
     info.int("python_waits_followed", n(python_waits));
     info.int("python_turns_open", n(python_turns));
+    info.int("bound_locks", n(with(|s| s.bound.len())));
     for (name, count) in stats::all() {
         info.int(name, i64::try_from(count).unwrap_or(i64::MAX));
     }
@@ -118,6 +131,62 @@ pub fn info(info: &mut Info) {
         PythonSignal::never => "never",
     };
     info.text("python_signal", policy);
+}
+
+// ---- connection-bound locks (BIND) ----
+
+/// `token` now holds `name` (in the selected database): bound to `client`, or to no client.
+/// Every successful acquire by the holder's token decides anew; a release unbinds.
+fn set_binding(ctx: Ctx, name: &[u8], token: &[u8], client: Option<u64>) {
+    with(|s| {
+        if client.is_none() && s.bound.is_empty() {
+            return;
+        }
+        let lock = LockId::new(ctx.db(), name);
+        let Some(client) = client else {
+            s.bound.remove(&lock);
+            return;
+        };
+        s.bound.insert(lock.clone(), (client, token.into()));
+        let locks = s.bound_by_client.entry(client).or_default();
+        if locks.len() >= 16 {
+            // Locks released or bound elsewhere since: drop them, so a long-lived connection
+            // binding lock after lock keeps a short list.
+            let bound = &s.bound;
+            locks.retain(|l| bound.get(l).is_some_and(|(c, _)| *c == client));
+        }
+        if !locks.contains(&lock) {
+            locks.push(lock);
+        }
+    });
+}
+
+/// The client `client` is gone: every lock still bound to it is taken back (if its token
+/// still holds it) and handed to its next waiter, as soon as writes are allowed.
+pub fn client_gone(ctx: Ctx, client: u64) {
+    let now = Ctx::now_ms();
+    let released = with(|s| {
+        if s.bound_by_client.is_empty() {
+            return 0;
+        }
+        let Some(locks) = s.bound_by_client.remove(&client) else {
+            return 0;
+        };
+        let mut released = 0;
+        for lock in locks {
+            if s.bound.get(&lock).is_some_and(|(c, _)| *c == client) {
+                if let Some((_, token)) = s.bound.remove(&lock) {
+                    s.core.schedule_take_back(&lock, &token, now);
+                    released += 1;
+                }
+            }
+        }
+        released
+    });
+    if released > 0 {
+        stats::add(Counter::BoundReleased, released);
+        rearm(ctx);
+    }
 }
 
 // ---- python-redis-lock clients, seen by the command filter ----
@@ -206,19 +275,24 @@ pub fn new_token() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `LOCK.ACQUIRE`: take a free lock, renew one `token` holds, or wait in line (`block_ms`:
-/// `Some(0)` without limit) where the client may block.
-pub fn acquire(
-    ctx: Ctx,
-    name: &[u8],
-    key_name: &[u8],
-    token: &[u8],
-    ttl_ms: i64,
-    block_ms: Option<i64>,
-    reply_token: bool,
-) -> CmdResult {
+/// How a `LOCK.ACQUIRE` asks for the lock.
+#[derive(Clone, Copy, Debug)]
+pub struct Acquire {
+    /// The lease, from the moment the lock is taken.
+    pub ttl_ms: i64,
+    /// `Some`: wait in line this long at most (`Some(0)`: without limit), where the client may
+    /// block.
+    pub block_ms: Option<i64>,
+    /// The token was made by the server (`*`): reply it instead of `OK`.
+    pub reply_token: bool,
+    /// `BIND`: the lock is also let go when the acquiring connection goes away.
+    pub bind: bool,
+}
+
+/// `LOCK.ACQUIRE`: take a free lock, renew one `token` holds, or wait in line.
+pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquire) -> CmdResult {
     let ok = || {
-        if reply_token {
+        if how.reply_token {
             Reply::Bulk(token.to_vec())
         } else {
             Reply::Ok
@@ -243,30 +317,25 @@ pub fn acquire(
     } else {
         None
     };
-    if let Some(until) = turn {
-        return match block_ms {
-            Some(ms) if ctx.may_block() => {
-                let blocked = wait(ctx, name, token, ttl_ms, ms, Some(until), reply_token);
-                Ok(if blocked { Reply::Blocked } else { Reply::Nil })
-            }
-            _ => Ok(Reply::Nil),
-        };
-    }
-    if key.kind() == Kind::Empty {
-        keys::write_owner(ctx, &mut key, key_name, token, later(now, ttl_ms));
+    let held_until = if let Some(until) = turn {
+        Some(until)
+    } else if key.kind() == Kind::Empty || keys::holds(&key, token) {
+        let at = later(now, how.ttl_ms);
+        if key.kind() == Kind::Empty {
+            keys::write_owner(ctx, &mut key, key_name, token, at);
+        } else {
+            keys::write_expiry(ctx, &mut key, key_name, at);
+            lease_changed(ctx, name, at);
+        }
         stats::bump(Counter::AcquiredAtOnce);
+        set_binding(ctx, name, token, how.bind.then(|| ctx.client_id()));
         return Ok(ok());
-    }
-    if keys::holds(&key, token) {
-        let at = later(now, ttl_ms);
-        keys::write_expiry(ctx, &mut key, key_name, at);
-        lease_changed(ctx, name, at);
-        stats::bump(Counter::AcquiredAtOnce);
-        return Ok(ok());
-    }
-    match block_ms {
+    } else {
+        key.expires_at()
+    };
+    match how.block_ms {
         Some(ms) if ctx.may_block() => {
-            let blocked = wait(ctx, name, token, ttl_ms, ms, key.expires_at(), reply_token);
+            let blocked = wait(ctx, name, token, ms, held_until, how);
             Ok(if blocked { Reply::Blocked } else { Reply::Nil })
         }
         _ => Ok(Reply::Nil),
@@ -279,6 +348,7 @@ pub fn release(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8]) -> CmdResul
     if !keys::holds(&key, token) {
         return Ok(Reply::Int(0));
     }
+    set_binding(ctx, name, token, None);
     hand_over_or_free(ctx, &mut key, name, key_name, Ctx::now_ms(), true);
     Ok(Reply::Int(1))
 }
@@ -304,7 +374,7 @@ pub fn owner(ctx: Ctx, key_name: &[u8]) -> CmdResult {
 }
 
 /// `LOCK.INFO`: the owner (read as `GET` reads), the lease left, the module waiters queued,
-/// and whether a python-redis-lock client may be waiting.
+/// whether a python-redis-lock client may be waiting, and the client a `BIND` lock is bound to.
 pub fn lock_info(ctx: Ctx, name: &[u8], key_name: &[u8]) -> CmdResult {
     let owner = ctx.get(key_name)?;
     let now = Ctx::now_ms();
@@ -317,16 +387,21 @@ pub fn lock_info(ctx: Ctx, name: &[u8], key_name: &[u8]) -> CmdResult {
         (Some(_), Some(at)) => at.saturating_sub(now).max(0),
     };
     let lock = LockId::new(ctx.db(), name);
-    let waiters = with(|s| s.core.queued(&lock));
+    let (waiters, bound) = with(|s| {
+        let bound = s
+            .bound
+            .get(&lock)
+            .and_then(|(client, token)| (owner.as_deref() == Some(&token[..])).then_some(*client));
+        (s.core.queued(&lock), bound)
+    });
     let python = python_may_wait(name, now);
+    let int = |n: u64| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
     Ok(Reply::Map(vec![
         ("owner", owner.map_or(Reply::Nil, Reply::Bulk)),
         ("ttl", Reply::Int(ttl)),
-        (
-            "waiters",
-            Reply::Int(i64::try_from(waiters).unwrap_or(i64::MAX)),
-        ),
+        ("waiters", int(waiters as u64)),
         ("python", Reply::Int(i64::from(python))),
+        ("bound_to", bound.map_or(Reply::Nil, int)),
     ]))
 }
 
@@ -397,6 +472,7 @@ pub fn takes_unblock(client: u64) -> bool {
 /// or it was unblocked, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.
 pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
     let made = with(|s| {
+        s.bind_on_grant.remove(&handle);
         let made = s.server_made.remove(&handle) && how == Unblocked::Granted;
         let token = made.then(|| s.core.granted_token(handle)).flatten();
         s.core.delivered(handle);
@@ -415,7 +491,10 @@ pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
 /// else can see it; while writes are paused, as soon as they resume.
 pub fn waiter_left(ctx: Ctx, handle: Handle) {
     stats::bump(Counter::WaitersDisconnected);
-    with(|s| s.server_made.remove(&handle));
+    with(|s| {
+        s.server_made.remove(&handle);
+        s.bind_on_grant.remove(&handle);
+    });
     let Removed::Granted { lock, token } = leave(handle) else {
         return;
     };
@@ -604,26 +683,28 @@ fn wait(
     ctx: Ctx,
     name: &[u8],
     token: &[u8],
-    ttl_ms: i64,
     block_ms: i64,
     expires_at: Option<i64>,
-    reply_token: bool,
+    how: Acquire,
 ) -> bool {
     let Some(handle) = ctx.block() else {
         return false;
     };
-    if reply_token {
-        with(|s| s.server_made.insert(handle));
-    }
     let lock = LockId::new(ctx.db(), name);
     // The clock has whole milliseconds: one more makes sure at least `block_ms` have passed.
     let deadline = (block_ms > 0).then(|| later(Ctx::now_ms(), later(block_ms, 1)));
     let client = ctx.client_id();
     with(|s| {
         s.core
-            .enqueue(&lock, handle, client, token, ttl_ms, deadline);
+            .enqueue(&lock, handle, client, token, how.ttl_ms, deadline);
         if let Some(at) = expires_at {
             s.core.schedule(&lock, later(at, 1), false);
+        }
+        if how.reply_token {
+            s.server_made.insert(handle);
+        }
+        if how.bind {
+            s.bind_on_grant.insert(handle, client);
         }
     });
     rearm(ctx);
@@ -699,6 +780,14 @@ fn hand_over_or_free(
             stats::add(Counter::AcquiredAfterWaiting, 1 + grant.also.len() as u64);
             let at = later(now, grant.ttl_ms);
             keys::write_owner(ctx, key, key_name, &grant.token, at);
+            // Bound to the last served waiter of the token that asked for it, or to none.
+            let client = with(|s| {
+                std::iter::once(&grant.handle)
+                    .chain(&grant.also)
+                    .filter_map(|h| s.bind_on_grant.get(h).copied())
+                    .next_back()
+            });
+            set_binding(ctx, name, &grant.token, client);
             redis::unblock(grant.handle, Unblocked::Granted);
             for handle in grant.also {
                 redis::unblock(handle, Unblocked::Granted);

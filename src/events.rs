@@ -109,7 +109,7 @@ fn key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
 }
 
 /// A flush, swap, reload or role change: any waited-for lock of the databases involved may
-/// have changed.
+/// have changed. A client gone: the locks bound to it are let go.
 fn server_event(ctx: Ctx, event: ServerEvent) {
     match event {
         ServerEvent::Flushed(db) => engine::databases_changed(ctx, db),
@@ -118,5 +118,6 @@ fn server_event(ctx: Ctx, event: ServerEvent) {
             engine::databases_changed(ctx, Some(b));
         }
         ServerEvent::Loaded | ServerEvent::RoleChanged => engine::databases_changed(ctx, None),
+        ServerEvent::ClientGone(id) => engine::client_gone(ctx, id),
     }
 }

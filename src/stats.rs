@@ -32,9 +32,11 @@ pub enum Counter {
     PythonTurns,
     /// Timer passes that found due work while writes were paused, and left it for later.
     DeferredWhilePaused,
+    /// Bound locks let go because their connection went away.
+    BoundReleased,
 }
 
-const COUNTERS: usize = 13;
+const COUNTERS: usize = 14;
 
 const NAMES: [&str; COUNTERS] = [
     "acquired_at_once",
@@ -50,6 +52,7 @@ const NAMES: [&str; COUNTERS] = [
     "python_signals_skipped",
     "python_turns",
     "deferred_while_paused",
+    "bound_released",
 ];
 
 static COUNTS: [AtomicU64; COUNTERS] = [const { AtomicU64::new(0) }; COUNTERS];
@@ -76,7 +79,7 @@ mod tests {
 
     #[test]
     fn every_counter_has_its_name() {
-        assert_eq!(Counter::DeferredWhilePaused as usize, COUNTERS - 1);
+        assert_eq!(Counter::BoundReleased as usize, COUNTERS - 1);
         let before: Vec<u64> = all().map(|(_, n)| n).collect();
         bump(Counter::HandOvers);
         add(Counter::PythonTurns, 2);

@@ -1,9 +1,12 @@
-//! `LOCK.ACQUIRE name token ttl [BLOCK ms]`
+//! `LOCK.ACQUIRE name token ttl [BLOCK ms] [BIND]`
 //!
 //! Free lock: `token` takes it for `ttl` seconds → `OK`. Held by `token`: the lease is renewed
 //! → `OK` (a retry after a lost reply is safe). Held by another: nil, or with `BLOCK`, wait in
 //! line (first come, first served) up to `ms` milliseconds (0: no limit) → `OK` when handed
 //! the lock, nil when the time is up. Never blocks inside MULTI, scripts or functions.
+//!
+//! `BIND`: the lock is also let go, and handed on, as soon as the acquiring connection goes
+//! away (see `engine::client_gone`).
 //!
 //! `token` `*`: the server makes a token (24 characters of base64 from 18 random bytes, like
 //! python-redis-lock's ids) and replies it instead of `OK`. A retry with `*` is a new
@@ -19,9 +22,16 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     };
     let (token, ttl_ms) = (parse_token(token)?, parse_ttl(ttl)?);
     let mut block_ms = None;
+    let mut bind = false;
     let mut rest = options;
     while let [option, more @ ..] = rest {
-        if option.eq_ignore_ascii_case(b"BLOCK") {
+        if option.eq_ignore_ascii_case(b"BIND") {
+            if bind {
+                return Err(CmdError("ERR BIND given twice".into()));
+            }
+            bind = true;
+            rest = more;
+        } else if option.eq_ignore_ascii_case(b"BLOCK") {
             let [ms, more @ ..] = more else {
                 return Err(arity_error("LOCK.ACQUIRE"));
             };
@@ -34,7 +44,7 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
             // At most 128 bytes of it, as Redis quotes an unknown command.
             let option = String::from_utf8_lossy(&option[..option.len().min(128)]);
             return Err(CmdError(format!(
-                "ERR unknown option '{option}' (expected BLOCK ms)"
+                "ERR unknown option '{option}' (expected BLOCK ms or BIND)"
             )));
         }
     }
@@ -48,5 +58,11 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     } else {
         (token, false)
     };
-    engine::acquire(ctx, name, &key_name, token, ttl_ms, block_ms, reply_token)
+    let how = engine::Acquire {
+        ttl_ms,
+        block_ms,
+        reply_token,
+        bind,
+    };
+    engine::acquire(ctx, name, &key_name, token, how)
 }

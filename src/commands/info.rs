@@ -3,7 +3,8 @@
 //! What there is to know about one lock, as field/value pairs (a map in RESP3, a flat array in
 //! RESP2, like `XINFO`): `owner` (the token, or nil when free), `ttl` (ms left of the lease; -1
 //! without one, -2 when free, as `PTTL`), `waiters` (module clients queued for it), `python`
-//! (1 if a python-redis-lock client may be waiting for it). Read-only: allowed on replicas.
+//! (1 if a python-redis-lock client may be waiting for it), `bound_to` (the id of the client a
+//! `BIND` lock is bound to, or nil). Read-only: allowed on replicas.
 
 use super::{arity_error, check_slot, no_permission};
 use crate::redis::{CmdResult, Ctx};

@@ -86,6 +86,8 @@ pub enum ArgType {
     Key,
     String,
     Integer,
+    /// A flag: the token alone (`BIND`).
+    PureToken,
 }
 
 /// Register a command. Names route like keys (a key spec flagged NOT_KEY on argument 1), so
@@ -152,6 +154,9 @@ pub fn create_command(ctx: &redis_module::Context, spec: &CommandSpec) -> bool {
                 ArgType::Key => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
                 ArgType::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 ArgType::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                ArgType::PureToken => {
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN
+                }
             };
             a.key_spec_index = if matches!(ty, ArgType::Key) { 0 } else { -1 };
             a.token = token.map_or(null(), |t| t.as_ptr());

@@ -89,6 +89,8 @@ pub enum ServerEvent {
     Loaded,
     /// The server became a primary or a replica.
     RoleChanged,
+    /// The client with this id is gone (disconnected, killed, timed out).
+    ClientGone(u64),
 }
 
 /// What the rest of the crate does when the server calls in. Given once, at load.

@@ -217,6 +217,12 @@ unsafe extern "C" fn server_event_cb(
             ServerEvent::Loaded
         }
         raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED => ServerEvent::RoleChanged,
+        raw::REDISMODULE_EVENT_CLIENT_CHANGE
+            if sub == raw::REDISMODULE_SUBEVENT_CLIENT_CHANGE_DISCONNECTED && !data.is_null() =>
+        {
+            let info = unsafe { &*(data as *const raw::RedisModuleClientInfo) };
+            ServerEvent::ClientGone(info.id)
+        }
         _ => return,
     };
     if let Some(h) = handlers() {
@@ -257,7 +263,7 @@ pub fn log_features(ctx: &redis_module::Context) {
 }
 
 /// Install `handlers` and subscribe them to the keyspace events (every class that can end a
-/// lock), the server events (flush, swapdb, loading, role change), and `CLIENT UNBLOCK` of
+/// lock), the server events (flush, swapdb, loading, role change, a client gone), and `CLIENT UNBLOCK` of
 /// waiters (the command filter). Modified keys are announced explicitly (`Key::touched`), so
 /// that opening a key without writing it changes nothing for `WATCH` or client-side caching.
 pub fn subscribe(ctx: &redis_module::Context, handlers: Handlers) -> bool {
@@ -285,6 +291,7 @@ pub fn subscribe(ctx: &redis_module::Context, handlers: Handlers) -> bool {
         raw::REDISMODULE_EVENT_SWAPDB,
         raw::REDISMODULE_EVENT_LOADING,
         raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+        raw::REDISMODULE_EVENT_CLIENT_CHANGE,
     ] {
         let event = raw::RedisModuleEvent { id, dataver: 1 };
         if api!(RedisModule_SubscribeToServerEvent(ctx, event, Some(server_event_cb)) else ERR)
