@@ -49,6 +49,10 @@ struct State {
     python_turns: HashMap<Vec<u8>, (i32, i64)>,
     /// Waiters whose token the server made (`*`): they are answered with it, not `OK`.
     server_made: HashSet<Handle>,
+    /// Waiters that asked for `FENCE`.
+    fenced: HashSet<Handle>,
+    /// The fences handed to granted waiters, until their reply goes out.
+    fence_of: HashMap<Handle, i64>,
     /// Waiters that asked for `BIND`, and their clients: bound when handed the lock.
     bind_on_grant: HashMap<Handle, u64>,
     /// Bound locks: the client they are bound to, and the token they were bound with.
@@ -64,6 +68,8 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         python: PythonWaiters::new(),
         python_turns: HashMap::new(),
         server_made: HashSet::new(),
+        fenced: HashSet::new(),
+        fence_of: HashMap::new(),
         bind_on_grant: HashMap::new(),
         bound: HashMap::new(),
         bound_by_client: HashMap::new(),
@@ -86,6 +92,8 @@ pub fn forget_everything() {
         s.python = PythonWaiters::new();
         s.python_turns = HashMap::new();
         s.server_made = HashSet::new();
+        s.fenced = HashSet::new();
+        s.fence_of = HashMap::new();
         s.bind_on_grant = HashMap::new();
         s.bound = HashMap::new();
         s.bound_by_client = HashMap::new();
@@ -287,18 +295,19 @@ pub struct Acquire {
     pub reply_token: bool,
     /// `BIND`: the lock is also let go when the acquiring connection goes away.
     pub bind: bool,
+    /// `FENCE`: reply a fence, above every fence issued before for the name.
+    pub fence: bool,
 }
 
 /// `LOCK.ACQUIRE`: take a free lock, renew one `token` holds, or wait in line.
 pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquire) -> CmdResult {
-    let ok = || {
-        if how.reply_token {
-            Reply::Bulk(token.to_vec())
-        } else {
-            Reply::Ok
-        }
-    };
     let mut key = keys::open_lock(ctx, key_name, true)?;
+    // Read before anything is written: a fence key that is not one changes nothing.
+    let last_fence = if how.fence {
+        Some(read_fence(ctx, name)?)
+    } else {
+        None
+    };
     let now = Ctx::now_ms();
     // Free, but others were in line first (a foreign release whose hand-over is still
     // scheduled): they go first.
@@ -320,6 +329,12 @@ pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquir
     let held_until = if let Some(until) = turn {
         Some(until)
     } else if key.kind() == Kind::Empty || keys::holds(&key, token) {
+        if let Some((last, _)) = &last_fence {
+            // Checked before the lock is written.
+            if *last == i64::MAX {
+                return Err(CmdError("ERR the lock's fence counter is exhausted".into()));
+            }
+        }
         let at = later(now, how.ttl_ms);
         if key.kind() == Kind::Empty {
             keys::write_owner(ctx, &mut key, key_name, token, at);
@@ -329,7 +344,11 @@ pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquir
         }
         stats::bump(Counter::AcquiredAtOnce);
         set_binding(ctx, name, token, how.bind.then(|| ctx.client_id()));
-        return Ok(ok());
+        let fence = match last_fence {
+            Some(last) => Some(issue_fence(ctx, name, token, last)?),
+            None => None,
+        };
+        return Ok(acquired(how.reply_token.then(|| token.to_vec()), fence));
     } else {
         key.expires_at()
     };
@@ -402,6 +421,13 @@ pub fn lock_info(ctx: Ctx, name: &[u8], key_name: &[u8]) -> CmdResult {
         ("waiters", int(waiters as u64)),
         ("python", Reply::Int(i64::from(python))),
         ("bound_to", bound.map_or(Reply::Nil, int)),
+        (
+            "fence",
+            match read_fence(ctx, name) {
+                Ok((last, _)) if last > 0 => Reply::Int(last),
+                _ => Reply::Nil,
+            },
+        ),
     ]))
 }
 
@@ -471,18 +497,69 @@ pub fn takes_unblock(client: u64) -> bool {
 /// A woken waiter is being answered: `OK` if it was handed the lock, nil if its time ran out
 /// or it was unblocked, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.
 pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
-    let made = with(|s| {
+    let (made, fence) = with(|s| {
         s.bind_on_grant.remove(&handle);
+        s.fenced.remove(&handle);
+        let fence = s.fence_of.remove(&handle);
         let made = s.server_made.remove(&handle) && how == Unblocked::Granted;
         let token = made.then(|| s.core.granted_token(handle)).flatten();
         s.core.delivered(handle);
-        token
+        (token, fence)
     });
     Ok(match how {
-        Unblocked::Granted => made.map_or(Reply::Ok, Reply::Bulk),
+        Unblocked::Granted => acquired(made, fence),
         Unblocked::Nil => Reply::Nil,
         Unblocked::Error => Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into()),
+        Unblocked::Failed => Reply::Error(
+            "ERR the lock's fence counter (lock-fence:<name>) is not a fence hash: not handed the lock"
+                .into(),
+        ),
     })
+}
+
+/// The reply to a successful `LOCK.ACQUIRE`: `OK`; the server-made token; the fence; or both,
+/// as `[token, fence]`.
+fn acquired(token: Option<Vec<u8>>, fence: Option<i64>) -> Reply {
+    match (token, fence) {
+        (None, None) => Reply::Ok,
+        (Some(token), None) => Reply::Bulk(token),
+        (None, Some(fence)) => Reply::Int(fence),
+        (Some(token), Some(fence)) => Reply::Array(vec![Reply::Bulk(token), Reply::Int(fence)]),
+    }
+}
+
+/// `lock-fence:<name>`: the last fence issued (0: none yet) and the token it went to.
+fn read_fence(ctx: Ctx, name: &[u8]) -> Result<(i64, Option<Vec<u8>>), CmdError> {
+    let (fence, token) = ctx.fence_get(&keys::fence_key(name))?;
+    let last = match fence {
+        None => 0,
+        Some(f) => std::str::from_utf8(&f)
+            .ok()
+            .and_then(|f| f.parse::<i64>().ok())
+            .filter(|f| *f >= 0)
+            .ok_or_else(|| CmdError("ERR lock-fence:<name> holds no fence counter".into()))?,
+    };
+    Ok((last, token))
+}
+
+/// The fence to hand `token`, which now holds `name`: the one it was given if it is the last
+/// issued (a retry), else a new one, one above the last. Written before it is replied.
+fn issue_fence(
+    ctx: Ctx,
+    name: &[u8],
+    token: &[u8],
+    last: (i64, Option<Vec<u8>>),
+) -> Result<i64, CmdError> {
+    let (last, owner) = last;
+    if last > 0 && owner.as_deref() == Some(token) {
+        return Ok(last);
+    }
+    let next = last
+        .checked_add(1)
+        .ok_or_else(|| CmdError("ERR the lock's fence counter is exhausted".into()))?;
+    ctx.fence_set(&keys::fence_key(name), next, token)?;
+    stats::bump(Counter::FencesIssued);
+    Ok(next)
 }
 
 /// The server unblocked a waiter without the module: a disconnection, or a demotion to
@@ -494,6 +571,8 @@ pub fn waiter_left(ctx: Ctx, handle: Handle) {
     with(|s| {
         s.server_made.remove(&handle);
         s.bind_on_grant.remove(&handle);
+        s.fenced.remove(&handle);
+        s.fence_of.remove(&handle);
     });
     let Removed::Granted { lock, token } = leave(handle) else {
         return;
@@ -706,6 +785,9 @@ fn wait(
         if how.bind {
             s.bind_on_grant.insert(handle, client);
         }
+        if how.fence {
+            s.fenced.insert(handle);
+        }
     });
     rearm(ctx);
     true
@@ -776,10 +858,44 @@ fn hand_over_or_free(
     }
     match next {
         Next::Grant(grant) => {
+            let wants_fence = with(|s| {
+                !s.fenced.is_empty()
+                    && std::iter::once(&grant.handle)
+                        .chain(&grant.also)
+                        .any(|h| s.fenced.contains(h))
+            });
+            let last_fence = if wants_fence {
+                match read_fence(ctx, name) {
+                    Ok(last) if last.0 < i64::MAX => Some(last),
+                    _ => {
+                        // No fence to give: these waiters are not handed the lock; the next are.
+                        for h in std::iter::once(grant.handle).chain(grant.also) {
+                            with(|s| {
+                                s.core.delivered(h);
+                            });
+                            redis::unblock(h, Unblocked::Failed);
+                        }
+                        return hand_over_or_free(ctx, key, name, key_name, now, signal);
+                    }
+                }
+            } else {
+                None
+            };
             stats::bump(Counter::HandOvers);
             stats::add(Counter::AcquiredAfterWaiting, 1 + grant.also.len() as u64);
             let at = later(now, grant.ttl_ms);
             keys::write_owner(ctx, key, key_name, &grant.token, at);
+            if let Some(last) = last_fence {
+                if let Ok(fence) = issue_fence(ctx, name, &grant.token, last) {
+                    with(|s| {
+                        for h in std::iter::once(&grant.handle).chain(&grant.also) {
+                            if s.fenced.contains(h) {
+                                s.fence_of.insert(*h, fence);
+                            }
+                        }
+                    });
+                }
+            }
             // Bound to the last served waiter of the token that asked for it, or to none.
             let client = with(|s| {
                 std::iter::once(&grant.handle)

@@ -6,6 +6,7 @@ use crate::redis::{CmdError, Ctx, EventClass, Key, Kind};
 
 pub const LOCK_PREFIX: &[u8] = b"lock:";
 pub const SIGNAL_PREFIX: &[u8] = b"lock-signal:";
+pub const FENCE_PREFIX: &[u8] = b"lock-fence:";
 /// python-redis-lock's `signal_expire`: how long a wake-up stays in `lock-signal:<name>`.
 pub const SIGNAL_TTL_MS: i64 = 1000;
 
@@ -15,6 +16,10 @@ pub fn lock_key(name: &[u8]) -> KeyName {
 
 pub fn signal_key(name: &[u8]) -> KeyName {
     KeyName::new(SIGNAL_PREFIX, name)
+}
+
+pub fn fence_key(name: &[u8]) -> KeyName {
+    KeyName::new(FENCE_PREFIX, name)
 }
 
 /// Names up to this long are built on the stack.
@@ -175,7 +180,7 @@ fn crc16(bytes: &[u8]) -> u16 {
 /// In cluster mode, the node that owns `name`'s slot must own the lock's keys too.
 pub fn same_slot(name: &[u8]) -> bool {
     let s = slot(name);
-    slot(&lock_key(name)) == s && slot(&signal_key(name)) == s
+    slot(&lock_key(name)) == s && slot(&signal_key(name)) == s && slot(&fence_key(name)) == s
 }
 
 #[cfg(test)]

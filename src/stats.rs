@@ -34,9 +34,11 @@ pub enum Counter {
     DeferredWhilePaused,
     /// Bound locks let go because their connection went away.
     BoundReleased,
+    /// Fences issued (`FENCE`).
+    FencesIssued,
 }
 
-const COUNTERS: usize = 14;
+const COUNTERS: usize = 15;
 
 const NAMES: [&str; COUNTERS] = [
     "acquired_at_once",
@@ -53,6 +55,7 @@ const NAMES: [&str; COUNTERS] = [
     "python_turns",
     "deferred_while_paused",
     "bound_released",
+    "fences_issued",
 ];
 
 static COUNTS: [AtomicU64; COUNTERS] = [const { AtomicU64::new(0) }; COUNTERS];
@@ -79,7 +82,7 @@ mod tests {
 
     #[test]
     fn every_counter_has_its_name() {
-        assert_eq!(Counter::BoundReleased as usize, COUNTERS - 1);
+        assert_eq!(Counter::FencesIssued as usize, COUNTERS - 1);
         let before: Vec<u64> = all().map(|(_, n)| n).collect();
         bump(Counter::HandOvers);
         add(Counter::PythonTurns, 2);

@@ -88,7 +88,7 @@ fn arity_errors_are_spelled_as_the_server_spells_them() {
     // Options come in any order, each at most once: a repeated or unknown one is an error.
     assert_eq!(
         err(&c.call(&["LOCK.ACQUIRE", "a", "t", "1", "BLOCK", "5", "x"])),
-        "ERR unknown option 'x' (expected BLOCK ms or BIND)"
+        "ERR unknown option 'x' (expected BLOCK ms, FENCE or BIND)"
     );
     assert_eq!(
         err(&c.call(&["LOCK.ACQUIRE", "a", "t", "1", "BLOCK", "5", "BLOCK", "5"])),

@@ -159,8 +159,9 @@ fn lock_info_shows_owner_lease_waiters_and_python() {
     let mut c = Raw::connect(&s);
     // Free.
     let free = lock_info(&mut c, "n");
-    assert_eq!(free.len(), 10, "five field/value pairs: {free:?}");
+    assert_eq!(free.len(), 12, "six field/value pairs: {free:?}");
     assert_eq!(field(&free, "bound_to"), R::nil());
+    assert_eq!(field(&free, "fence"), R::nil());
     assert_eq!(field(&free, "owner"), R::nil());
     assert_eq!(field(&free, "ttl"), R::Int(-2));
     assert_eq!(field(&free, "waiters"), R::Int(0));
@@ -193,7 +194,7 @@ fn lock_info_shows_owner_lease_waiters_and_python() {
     let redis::Value::Map(pairs) = v else {
         panic!("RESP3 LOCK.INFO is not a map: {v:?}")
     };
-    assert_eq!(pairs.len(), 5);
+    assert_eq!(pairs.len(), 6);
     // Wrong arity, and a key of another type.
     assert!(matches!(c.call(&["LOCK.INFO"]), R::Error(_)));
     c.call(&["RPUSH", "lock:list", "x"]);

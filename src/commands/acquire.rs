@@ -1,9 +1,12 @@
-//! `LOCK.ACQUIRE name token ttl [BLOCK ms] [BIND]`
+//! `LOCK.ACQUIRE name token ttl [BLOCK ms] [FENCE] [BIND]`
 //!
 //! Free lock: `token` takes it for `ttl` seconds → `OK`. Held by `token`: the lease is renewed
 //! → `OK` (a retry after a lost reply is safe). Held by another: nil, or with `BLOCK`, wait in
 //! line (first come, first served) up to `ms` milliseconds (0: no limit) → `OK` when handed
 //! the lock, nil when the time is up. Never blocks inside MULTI, scripts or functions.
+//!
+//! `FENCE`: the reply is a fence (an integer above every fence issued before for the name,
+//! kept in `lock-fence:<name>`), or `[token, fence]` with `*`.
 //!
 //! `BIND`: the lock is also let go, and handed on, as soon as the acquiring connection goes
 //! away (see `engine::client_gone`).
@@ -23,9 +26,16 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     let (token, ttl_ms) = (parse_token(token)?, parse_ttl(ttl)?);
     let mut block_ms = None;
     let mut bind = false;
+    let mut fence = false;
     let mut rest = options;
     while let [option, more @ ..] = rest {
-        if option.eq_ignore_ascii_case(b"BIND") {
+        if option.eq_ignore_ascii_case(b"FENCE") {
+            if fence {
+                return Err(CmdError("ERR FENCE given twice".into()));
+            }
+            fence = true;
+            rest = more;
+        } else if option.eq_ignore_ascii_case(b"BIND") {
             if bind {
                 return Err(CmdError("ERR BIND given twice".into()));
             }
@@ -44,11 +54,11 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
             // At most 128 bytes of it, as Redis quotes an unknown command.
             let option = String::from_utf8_lossy(&option[..option.len().min(128)]);
             return Err(CmdError(format!(
-                "ERR unknown option '{option}' (expected BLOCK ms or BIND)"
+                "ERR unknown option '{option}' (expected BLOCK ms, FENCE or BIND)"
             )));
         }
     }
-    let key_name = writable_keys(ctx, name)?;
+    let key_name = writable_keys(ctx, name, fence)?;
     // `*`: the server makes the token and replies it instead of `OK`, as `XADD *` replies
     // the id it made.
     let made;
@@ -63,6 +73,7 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
         block_ms,
         reply_token,
         bind,
+        fence,
     };
     engine::acquire(ctx, name, &key_name, token, how)
 }

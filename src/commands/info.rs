@@ -4,7 +4,8 @@
 //! RESP2, like `XINFO`): `owner` (the token, or nil when free), `ttl` (ms left of the lease; -1
 //! without one, -2 when free, as `PTTL`), `waiters` (module clients queued for it), `python`
 //! (1 if a python-redis-lock client may be waiting for it), `bound_to` (the id of the client a
-//! `BIND` lock is bound to, or nil). Read-only: allowed on replicas.
+//! `BIND` lock is bound to, or nil), `fence` (the last fence issued, or nil). Read-only: allowed
+//! on replicas.
 
 use super::{arity_error, check_slot, no_permission};
 use crate::redis::{CmdResult, Ctx};

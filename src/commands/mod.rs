@@ -74,7 +74,7 @@ pub fn parse_token(arg: &[u8]) -> Result<&[u8], CmdError> {
 
 /// The lock's key name, after checking that this node may write the lock's keys and that the
 /// caller may use both of them.
-pub fn writable_keys(ctx: Ctx, name: &[u8]) -> Result<keys::KeyName, CmdError> {
+pub fn writable_keys(ctx: Ctx, name: &[u8], fence: bool) -> Result<keys::KeyName, CmdError> {
     if !ctx.may_write() {
         return Err(CmdError(
             "READONLY You can't write against a read only replica.".into(),
@@ -82,7 +82,11 @@ pub fn writable_keys(ctx: Ctx, name: &[u8]) -> Result<keys::KeyName, CmdError> {
     }
     check_slot(ctx, name)?;
     let lock_key = keys::lock_key(name);
-    if !ctx.may_access(&[&lock_key, &keys::signal_key(name)[..]], true) {
+    let signal_key = keys::signal_key(name);
+    let fence_key = keys::fence_key(name);
+    let all: &[&[u8]] = &[&lock_key, &signal_key, &fence_key];
+    let keys = if fence { all } else { &all[..2] };
+    if !ctx.may_access(keys, true) {
         return Err(no_permission());
     }
     Ok(lock_key)
@@ -118,7 +122,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             entry: entry_point!(acquire::run),
             flags: c"write deny-oom",
             arity: -4,
-            summary: c"Take the lock `name` for `token` for `ttl` seconds; with BLOCK, wait in line up to `ms` milliseconds (0: no limit). Replies OK, or nil if not taken. Token `*`: the server makes one and replies it instead of OK. BIND: also let go when this connection goes away.",
+            summary: c"Take the lock `name` for `token` for `ttl` seconds; with BLOCK, wait in line up to `ms` milliseconds (0: no limit). Replies OK, or nil if not taken. Token `*`: the server makes one and replies it instead of OK. FENCE: reply a fence (above every fence issued before for the name). BIND: also let go when this connection goes away.",
             complexity: c"O(1)",
             takes_name: true,
             writes: true,
@@ -128,6 +132,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
                 TOKEN,
                 TTL,
                 (c"ms", ArgType::Integer, Some(c"BLOCK"), true),
+                (c"fence", ArgType::PureToken, Some(c"FENCE"), true),
                 (c"bind", ArgType::PureToken, Some(c"BIND"), true),
             ],
         },

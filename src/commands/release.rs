@@ -12,6 +12,6 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
         return Err(arity_error("LOCK.RELEASE"));
     };
     let token = parse_token(token)?;
-    let key_name = writable_keys(ctx, name)?;
+    let key_name = writable_keys(ctx, name, false)?;
     engine::release(ctx, name, &key_name, token)
 }

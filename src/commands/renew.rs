@@ -11,6 +11,6 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
         return Err(arity_error("LOCK.RENEW"));
     };
     let (token, ttl_ms) = (parse_token(token)?, parse_ttl(ttl)?);
-    let key_name = writable_keys(ctx, name)?;
+    let key_name = writable_keys(ctx, name, false)?;
     engine::renew(ctx, name, &key_name, token, ttl_ms)
 }

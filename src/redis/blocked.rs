@@ -17,15 +17,18 @@ pub enum Unblocked {
     Nil,
     /// `CLIENT UNBLOCK ... ERROR`: the server's `-UNBLOCKED` error.
     Error,
+    /// Not handed the lock: it could not be given what it asked for (a fence).
+    Failed,
 }
 
 impl Unblocked {
     /// The private data that carries the outcome to the reply callback.
     fn tag(self) -> *mut c_void {
-        static TAGS: [u8; 2] = [1, 2];
+        static TAGS: [u8; 3] = [1, 2, 3];
         match self {
             Unblocked::Granted => &TAGS[0] as *const u8 as *mut c_void,
             Unblocked::Error => &TAGS[1] as *const u8 as *mut c_void,
+            Unblocked::Failed => &TAGS[2] as *const u8 as *mut c_void,
             Unblocked::Nil => null_mut(),
         }
     }
@@ -67,6 +70,8 @@ impl Ctx {
             Unblocked::Granted
         } else if data == Unblocked::Error.tag() {
             Unblocked::Error
+        } else if data == Unblocked::Failed.tag() {
+            Unblocked::Failed
         } else {
             Unblocked::Nil
         }

@@ -16,6 +16,33 @@ impl Ctx {
         CallReply(reply).string_or_nil()
     }
 
+    /// `HMGET key fence token`: a lock's fence counter (the last fence issued) and the token it
+    /// was issued to, as the server reads them (`WRONGTYPE` for a key of another type).
+    pub fn fence_get(self, key: &[u8]) -> Result<FenceFields, CmdError> {
+        let reply = api!(RedisModule_Call(self.0, c"HMGET".as_ptr(), c"bcc".as_ptr(),
+            key.as_ptr(), key.len(), c"fence".as_ptr(), c"token".as_ptr()) else null_mut());
+        let reply = CallReply(reply);
+        if reply.kind() != raw::REDISMODULE_REPLY_ARRAY {
+            return Err(reply.error());
+        }
+        let element = |i: usize| {
+            let e = api!(RedisModule_CallReplyArrayElement(reply.0, i) else null_mut());
+            // Elements belong to the array: read, never freed on their own.
+            let e = std::mem::ManuallyDrop::new(CallReply(e));
+            e.string_or_nil().ok().flatten()
+        };
+        Ok((element(0), element(1)))
+    }
+
+    /// `HSET key fence <fence> token <token>`, run and replicated as the core command.
+    pub fn fence_set(self, key: &[u8], fence: i64, token: &[u8]) -> Result<(), CmdError> {
+        let n = fence.to_string();
+        let reply = api!(RedisModule_Call(self.0, c"HSET".as_ptr(), c"!bcbcb".as_ptr(),
+            key.as_ptr(), key.len(), c"fence".as_ptr(), n.as_ptr(), n.len(),
+            c"token".as_ptr(), token.as_ptr(), token.len()) else null_mut());
+        CallReply(reply).integer().map(|_| ())
+    }
+
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` as the server itself runs it.
     pub fn client_unblock(self, id: i64, error: bool) -> CmdResult {
         let how = if error { c"ERROR" } else { c"TIMEOUT" };
@@ -52,6 +79,9 @@ pub fn clients_blocked_in(ctx: Ctx, commands: &[&str]) -> Option<Vec<u64>> {
         .collect();
     Some(ids)
 }
+
+/// A fence hash's `fence` and `token` fields, as stored (each may be missing).
+pub type FenceFields = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// What the server says about the client with id `id` (None: no such client, or the API is
 /// missing).

@@ -90,6 +90,14 @@ impl Ctx {
     pub(super) fn reply(self, reply: CmdResult) {
         let c = self.0;
         match reply {
+            Ok(Reply::Array(items)) => {
+                let len = std::ffi::c_long::try_from(items.len()).unwrap_or(0);
+                api!(RedisModule_ReplyWithArray(c, len) else ERR);
+                for item in items {
+                    self.reply(Ok(item));
+                }
+                OK
+            }
             Ok(Reply::Map(fields)) => {
                 let len = std::ffi::c_long::try_from(fields.len()).unwrap_or(0);
                 api!(RedisModule_ReplyWithMap(c, len) else ERR);

@@ -70,6 +70,8 @@ pub enum Reply {
     Error(String),
     /// Field/value pairs: a map in RESP3, a flat array in RESP2 (as `XINFO` replies).
     Map(Vec<(&'static str, Reply)>),
+    /// An array.
+    Array(Vec<Reply>),
 }
 
 /// An error reply, with its Redis prefix (`ERR ...`, `WRONGTYPE ...`, `NOPERM ...`).
