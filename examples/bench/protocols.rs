@@ -183,6 +183,24 @@ impl Client {
         }
     }
 
+    /// `PIPELINE_CYCLES` acquire + release cycles in one pipeline, on the names
+    /// `<prefix><next>`, `<prefix><next + 1>`, ... (`next` moves on); every reply checked.
+    pub fn pipelined_cycles(&mut self, prefix: &str, next: &mut usize) -> usize {
+        let mut pipe = redis::pipe();
+        for _ in 0..crate::PIPELINE_CYCLES {
+            let name = format!("{prefix}{next}");
+            *next += 1;
+            pipe.add_command(self.try_cmd(&name));
+            pipe.add_command(self.release_cmd(&name));
+        }
+        let replies: Vec<Value> = pipe.query(&mut self.con).unwrap();
+        for pair in replies.chunks(2) {
+            assert_eq!(pair[0], Value::Okay);
+            assert_eq!(pair[1], self.released());
+        }
+        crate::PIPELINE_CYCLES
+    }
+
     /// Take `name`, waiting the way the protocol waits.
     pub fn acquire(&mut self, name: &str) {
         let attempt = self.try_cmd(name);

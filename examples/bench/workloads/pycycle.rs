@@ -6,14 +6,12 @@
 
 use std::time::Instant;
 
-use redis::Value;
-
 use crate::common::Server;
 use crate::protocols::{Client, Proto, Shas};
 use crate::server::{commandstats, reset_stats, ServerExt};
 use crate::stats::median;
 use crate::workloads::alternate::Sides;
-use crate::{secs, PIPELINE_CYCLES, TAX_ROUNDS, TAX_SECS, TTL_SECS, WARMUP_SECS};
+use crate::{secs, TAX_ROUNDS, TAX_SECS, TTL_SECS, WARMUP_SECS};
 
 pub struct PyCycle {
     /// Server µs per cycle (commandstats), without and with the module.
@@ -51,21 +49,7 @@ pub fn run(server: &Server, shas: &Shas) -> PyCycle {
 fn measure(server: &Server, shas: &Shas, next: &mut usize) -> (f64, f64) {
     let mut admin = server.conn();
     let mut c = Client::new(server, Proto::PyLock, shas, 0, TTL_SECS);
-    let mut batch = |c: &mut Client| {
-        let mut pipe = redis::pipe();
-        for _ in 0..PIPELINE_CYCLES {
-            let name = format!("py-{next}");
-            *next += 1;
-            pipe.add_command(c.try_cmd(&name));
-            pipe.add_command(c.release_cmd(&name));
-        }
-        let replies: Vec<Value> = pipe.query(&mut c.con).unwrap();
-        for pair in replies.chunks(2) {
-            assert_eq!(pair[0], Value::Okay);
-            assert_eq!(pair[1], c.released());
-        }
-        PIPELINE_CYCLES
-    };
+    let mut batch = |c: &mut Client| c.pipelined_cycles("py-", next);
     redis::cmd("FLUSHALL").exec(&mut admin).unwrap();
     let warm = Instant::now();
     while warm.elapsed() < secs(WARMUP_SECS) {

@@ -4,13 +4,11 @@
 
 use std::time::Instant;
 
-use redis::Value;
-
 use crate::common::Server;
 use crate::protocols::{Client, Proto, Shas, PROTOS};
 use crate::server::{commandstats, reset_stats, ServerExt};
 use crate::stats::median;
-use crate::{secs, PIPELINE_CYCLES, TTL_SECS, UNCONTENDED_ROUNDS, UNCONTENDED_SECS, WARMUP_SECS};
+use crate::{secs, TTL_SECS, UNCONTENDED_ROUNDS, UNCONTENDED_SECS, WARMUP_SECS};
 
 /// `rlock::python::ATTEMPT_GRACE_MS` (the bench does not link the module's crate).
 const PYTHON_ATTEMPT_GRACE_MS: u64 = 2_000;
@@ -74,19 +72,7 @@ fn uncontended(server: &Server, shas: &Shas, proto: Proto, pipelined: bool) -> U
     let mut i = 0usize;
     let batch = |c: &mut Client, i: &mut usize| -> usize {
         if pipelined {
-            let mut pipe = redis::pipe();
-            for _ in 0..PIPELINE_CYCLES {
-                let name = format!("u{tag}-{}-{i}", proto as u8);
-                pipe.add_command(c.try_cmd(&name));
-                pipe.add_command(c.release_cmd(&name));
-                *i += 1;
-            }
-            let replies: Vec<Value> = pipe.query(&mut c.con).unwrap();
-            for pair in replies.chunks(2) {
-                assert_eq!(pair[0], Value::Okay);
-                assert_eq!(pair[1], c.released());
-            }
-            PIPELINE_CYCLES
+            c.pipelined_cycles(&format!("u{tag}-{}-", proto as u8), i)
         } else {
             let name = format!("u{tag}-{}-{i}", proto as u8);
             c.acquire(&name);
