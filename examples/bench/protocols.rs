@@ -76,6 +76,23 @@ impl Proto {
         }
     }
 
+    /// Server µs spent in the cycle's two top-level commands, from `INFO commandstats` (`stats`),
+    /// checking that each ran exactly `cycles` times.
+    pub fn cycle_usec(
+        self,
+        stats: &std::collections::HashMap<String, (u64, u64)>,
+        cycles: usize,
+    ) -> u64 {
+        self.top_level()
+            .iter()
+            .map(|cmd| {
+                let (calls, usec) = stats[*cmd];
+                assert_eq!(calls as usize, cycles, "{cmd} calls");
+                usec
+            })
+            .sum()
+    }
+
     /// The key holding lock `name`.
     pub fn key(self, name: &str) -> String {
         match self {

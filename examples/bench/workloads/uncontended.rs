@@ -108,15 +108,7 @@ fn uncontended(server: &Server, shas: &Shas, proto: Proto, pipelined: bool) -> U
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = server.cpu_secs() - cpu0;
     let stats = commandstats(&mut admin);
-    let usec: u64 = proto
-        .top_level()
-        .iter()
-        .map(|cmd| {
-            let (calls, usec) = stats[*cmd];
-            assert_eq!(calls as usize, cycles, "{cmd} calls");
-            usec
-        })
-        .sum();
+    let usec = proto.cycle_usec(&stats, cycles);
     Uncontended {
         proto,
         pipelined,
