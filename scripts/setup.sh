@@ -2,7 +2,8 @@
 # Make sure everything needed to build, run and test rlock is present.
 #
 #   scripts/setup.sh            system packages (redis-server, clang, libclang-dev) and cargo
-#   scripts/setup.sh --python   the same, plus the Python test venv at .venv
+#   scripts/setup.sh --python   the same, plus the Python test venv at .venv (with rlock's client,
+#                               clients/python, installed editable) and python-redis-lock's sdist
 #
 # Idempotent and quick when everything is already installed: it only calls apt-get or pip when
 # something is missing or tests/python/requirements.txt has changed.
@@ -15,7 +16,7 @@ want_python=0
 for arg in "$@"; do
     case "$arg" in
         --python) want_python=1 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown argument '$arg' (expected --python)" >&2; exit 2 ;;
     esac
 done
@@ -95,5 +96,19 @@ if ((want_python)); then
         say "installing $req into $venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
         echo "$want" >"$marker"
+    fi
+    # python-redis-lock's own test suite, run against rlock's client by scripts/prl-suite.sh:
+    # it is in the source distribution only (not in the wheel).
+    sdist="$venv/sdist/python_redis_lock-4.0.1.tar.gz"
+    sdist_sha256=57995e13dce196301138d710d4f132d667c200cd814718e081bf299d6cf11d70
+    if [[ ! -f $sdist ]] || [[ "$(sha256sum "$sdist" | cut -d' ' -f1)" != "$sdist_sha256" ]]; then
+        say "fetching python-redis-lock 4.0.1's source distribution (its tests; scripts/prl-suite.sh)"
+        rm -f "$sdist"
+        "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+            --no-binary :all: -d "$venv/sdist" python-redis-lock==4.0.1
+        if [[ "$(sha256sum "$sdist" | cut -d' ' -f1)" != "$sdist_sha256" ]]; then
+            say "$sdist: not the sha256 expected ($sdist_sha256)" >&2
+            exit 1
+        fi
     fi
 fi

@@ -1,0 +1,257 @@
+"""What the blocking and the asyncio ``Lock`` share: arguments checked as python-redis-lock checks
+them, the ``LOCK.*`` calls they make, and what the replies mean. No I/O here.
+
+The module commands (README of the repository, section *Commands*)::
+
+    LOCK.ACQUIRE name token ttl [BLOCK ms] [FENCE] [BIND]   -> OK | fence | nil
+    LOCK.RELEASE name token                                 -> 1 | 0
+    LOCK.RENEW name token ttl                               -> 1 | 0
+    LOCK.OWNER name                                         -> token | nil
+    LOCK.INFO name                                          -> owner, ttl (ms), waiters, ...
+    LOCK.RESETALL                                           -> number of locks removed
+"""
+
+from base64 import b64encode
+from logging import getLogger
+from os import urandom
+
+# The loggers and messages of python-redis-lock, under this package's name.
+logger_for_acquire = getLogger('rlock.acquire')
+logger_for_refresh_thread = getLogger('rlock.refresh.thread')
+logger_for_refresh_start = getLogger('rlock.refresh.start')
+logger_for_refresh_shutdown = getLogger('rlock.refresh.shutdown')
+logger_for_refresh_exit = getLogger('rlock.refresh.exit')
+logger_for_release = getLogger('rlock.release')
+
+#: The module gives every lock a lease. A ``Lock`` without ``expire`` (python-redis-lock: "never
+#: expires") takes this one: 1,000 years.
+NO_EXPIRY_SECONDS = 1000 * 365 * 24 * 3600
+
+#: ``extend()`` treats a lock with more than this left (or no TTL at all, as python-redis-lock's own
+#: ``expire=None`` locks have) as one that does not expire, and raises ``NotExpirable``.
+NOT_EXPIRABLE_ABOVE_MS = NO_EXPIRY_SECONDS // 2 * 1000
+
+
+class AlreadyAcquired(RuntimeError):
+    pass
+
+
+class NotAcquired(RuntimeError):
+    pass
+
+
+class AlreadyStarted(RuntimeError):
+    pass
+
+
+class TimeoutNotUsable(RuntimeError):
+    pass
+
+
+class InvalidTimeout(RuntimeError):
+    pass
+
+
+class TimeoutTooLarge(RuntimeError):
+    pass
+
+
+class NotExpirable(RuntimeError):
+    pass
+
+
+def _text(value):
+    return value.decode('utf-8', 'replace') if isinstance(value, bytes) else value
+
+
+def info_fields(reply):
+    """``LOCK.INFO``'s reply as a dict with str keys: RESP3 gives a map, RESP2 a flat array."""
+    if isinstance(reply, dict):
+        return {_text(k): v for k, v in reply.items()}
+    return {_text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+
+
+class LockBase:
+    """A lock's name, token and options, checked as python-redis-lock checks them, and the
+    ``LOCK.*`` calls made for it. Subclasses do the I/O: :class:`rlock.Lock` (blocking) and
+    :class:`rlock.asyncio.Lock`."""
+
+    #: For ``strict=True``: the client class ``redis_client`` must be an instance of.
+    client_class = None
+
+    def __init__(
+        self,
+        redis_client,
+        name,
+        expire=None,
+        id=None,
+        auto_renewal=False,
+        strict=True,
+        signal_expire=1000,
+        blocking=True,
+        *,
+        bind=False,
+        fence=False,
+    ):
+        """
+        The arguments of python-redis-lock's ``Lock``, two more, and what differs:
+
+        :param expire: the lease in seconds. ``None`` (python-redis-lock: never expires): the
+            module requires a lease, so the lock is taken for :data:`NO_EXPIRY_SECONDS`
+            (1,000 years); ``extend()`` still raises ``NotExpirable`` for it.
+        :param signal_expire: accepted and ignored: the module signals python-redis-lock's
+            waiters itself.
+        :param bind: take the lock with ``BIND``: the server also lets it go (and hands it to the
+            next waiter) when the connection that acquired it closes, so a crashed process frees
+            it at once instead of after ``expire``. With ``expire=None`` this is the lock that is
+            held for as long as its holder lives, with no renewal thread. The binding is to the
+            pool connection that ran ``LOCK.ACQUIRE``: a client that drops that connection drops
+            the lock.
+        :param fence: take the lock with ``FENCE``: after ``acquire()`` returns ``True``,
+            :attr:`fence` holds a number greater than every fence given out before for this name.
+        """
+        if strict and self.client_class is not None and not isinstance(redis_client, self.client_class):
+            raise ValueError(
+                f"redis_client must be instance of {self.client_class.__name__}. "
+                "Use strict=False if you know what you're doing."
+            )
+        if auto_renewal and expire is None:
+            raise ValueError('Expire may not be None when auto_renewal is set')
+
+        self._client = redis_client
+
+        if expire:
+            expire = int(expire)
+            if expire < 0:
+                raise ValueError('A negative expire is not acceptable.')
+        else:
+            expire = None
+        self._expire = expire
+
+        self._signal_expire = signal_expire
+        if id is None:
+            self._id = b64encode(urandom(18)).decode('ascii')
+        elif isinstance(id, bytes):
+            try:
+                self._id = id.decode('ascii')
+            except UnicodeDecodeError:
+                self._id = b64encode(id).decode('ascii')
+        elif isinstance(id, str):
+            self._id = id
+        else:
+            raise TypeError(f'Incorrect type for `id`. Must be bytes/str not {type(id)}.')
+        self.name = name
+        self._name = 'lock:' + name
+        self._signal = 'lock-signal:' + name
+        self._lock_renewal_interval = float(expire) * 2 / 3 if auto_renewal else None
+        self._lock_renewal_thread = None
+        self.blocking = blocking
+        self._bind = bind
+        self._fence = fence
+        #: The fence of the last ``acquire()`` with ``fence=True`` that returned ``True``.
+        self.fence = None
+
+    @property
+    def id(self):
+        return self._id
+
+    # --- arguments --------------------------------------------------------------------------
+
+    def _checked_timeout(self, blocking, timeout):
+        """python-redis-lock's checks on ``acquire``'s arguments; the timeout as an int or None."""
+        if not blocking and timeout is not None:
+            raise TimeoutNotUsable('Timeout cannot be used if blocking=False')
+        if timeout:
+            timeout = int(timeout)
+            if timeout < 0:
+                raise InvalidTimeout(f'Timeout ({timeout}) cannot be less than or equal to 0')
+            if self._expire and not self._lock_renewal_interval and timeout > self._expire:
+                raise TimeoutTooLarge(f'Timeout ({timeout}) cannot be greater than expire ({self._expire})')
+        return timeout or None
+
+    @staticmethod
+    def _checked_expire(expire, default):
+        if expire:
+            expire = int(expire)
+            if expire < 0:
+                raise ValueError('A negative expire is not acceptable.')
+            return expire
+        if default is not None:
+            return default
+        raise TypeError("To extend a lock 'expire' must be provided as an argument to extend() method or at initialization time.")
+
+    # --- the calls --------------------------------------------------------------------------
+
+    def _acquire_args(self, blocking, timeout):
+        """``LOCK.ACQUIRE``: one call that waits, first come first served, ``timeout`` seconds at
+        most (``BLOCK 0``: no limit, as python-redis-lock's ``timeout=None`` or ``0``)."""
+        args = ['LOCK.ACQUIRE', self.name, self._id, self._expire or NO_EXPIRY_SECONDS]
+        if blocking:
+            args += ['BLOCK', (timeout or 0) * 1000]
+        if self._fence:
+            args.append('FENCE')
+        if self._bind:
+            args.append('BIND')
+        return args
+
+    def _release_args(self):
+        return ['LOCK.RELEASE', self.name, self._id]
+
+    def _owner_args(self):
+        return ['LOCK.OWNER', self.name]
+
+    def _info_args(self):
+        return ['LOCK.INFO', self.name]
+
+    def _renew_args(self, expire):
+        return ['LOCK.RENEW', self.name, self._id, expire]
+
+    def _reset_args(self):
+        # A foreign DEL frees the lock: the module hands it to its first waiter, or signals
+        # python-redis-lock's waiters, as python-redis-lock's reset script would.
+        return ['DEL', self._name]
+
+    # --- the replies ------------------------------------------------------------------------
+
+    def _is_mine(self, owner):
+        if isinstance(owner, bytes):
+            return owner == self._id.encode('utf-8')
+        return owner == self._id
+
+    def _took(self, reply):
+        """``LOCK.ACQUIRE``'s reply: ``True`` when taken (the fence kept when asked for)."""
+        if reply is None:
+            return False
+        self.fence = int(reply) if self._fence else None
+        return True
+
+    def _check_renewable(self, info):
+        """Raise what python-redis-lock's extend script would for ``LOCK.INFO``'s reply."""
+        fields = info_fields(info)
+        if not self._is_mine(fields.get('owner')):
+            raise NotAcquired(f'Lock {self._name} is not acquired or it already expired.')
+        ttl = int(fields.get('ttl', -2))
+        if ttl == -1 or ttl > NOT_EXPIRABLE_ABOVE_MS:
+            raise NotExpirable(f'Lock {self._name} has no assigned expiration time')
+
+    def _released(self, reply):
+        if not reply:
+            raise NotAcquired(f'Lock({self._name}) is not acquired or it already expired.')
+
+    def _renewed(self, reply):
+        if not reply:
+            raise NotAcquired(f'Lock {self._name} is not acquired or it already expired.')
+
+    @staticmethod
+    def _owner_text(owner):
+        if isinstance(owner, bytes):
+            owner = owner.decode('ascii', 'replace')
+        return owner
+
+    def _not_entered(self):
+        if self.blocking:
+            return AssertionError(f"Lock({self._name}) wasn't acquired, but blocking=True was used!")
+        return NotAcquired(f'Lock({self._name}) is not acquired or it already expired.')
+
+    def __repr__(self):
+        return f'<{type(self).__module__}.{type(self).__name__} {self.name!r} id={self._id!r}>'
