@@ -5,7 +5,8 @@
 #                runs even if one fails; fails if any failed). REDIS_SERVER=path to use another server
 #   make test-matrix SERVERS="path1 path2 ..."   the whole suite against each server, then a
 #                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8)
-#   make bench   the benchmark (examples/bench/), once there is one
+#   make bench   the benchmark (examples/bench/), then the Python clients side by side
+#                (scripts/bench_client.py -> docs/bench-clients.md)
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make chaos   the chaos test (tests/chaos.rs) at length, CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3
 #   make build | fmt | clippy | clean
@@ -58,6 +59,8 @@ bench:
 	@if [[ -f examples/bench/main.rs ]]; then \
 		echo "$(CARGO) run --release --example bench"; \
 		$(CARGO) run --release --example bench; \
+		echo ".venv/bin/python scripts/bench_client.py --out docs/bench-clients.md"; \
+		.venv/bin/python scripts/bench_client.py --out docs/bench-clients.md; \
 	else \
 		echo "no benchmark yet (examples/bench/main.rs)"; \
 	fi
