@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from conftest import RedisServer, _module_path, _server_binary
+from rlock import redlock
 from rlock.redlock import Acquired, Redlock, RedlockError
 
 N = 5
@@ -51,7 +52,9 @@ def servers():
 
 @pytest.fixture
 def clients(servers):
-    """One client per server on empty databases; every server resumed and alive afterwards."""
+    """One client per server on empty databases, statistics reset; every server resumed and
+    alive afterwards. Each client keeps the connection it used here in its pool: a command sent
+    after a SIGSTOP goes out on it and waits in the stopped server's socket."""
     made = [s.client(socket_timeout=CLIENT_TIMEOUT) for s in servers]
     for c in made:
         c.flushall()
@@ -111,14 +114,31 @@ def timed(fn):
     return result, time.monotonic() - start
 
 
-def warm_up(clients, name):
-    """One acquire/release with every server up, so each client has a connected connection in
-    its pool: then a later LOCK.ACQUIRE reaches a stopped server's socket and waits there."""
-    lock = Redlock(clients, name, 5, server_timeout=SERVER_TIMEOUT)
-    held = lock.acquire()
-    assert held
-    wait_for(lambda: owners(clients, name) == [held.token] * N, "every server holds the token")
-    assert lock.release() == N
+@pytest.fixture
+def acquire_rounds(monkeypatch):
+    """Every LOCK.ACQUIRE round the Redlock sends during the test, to know which requests went
+    out to a stopped server (``sent`` is final once the round is over)."""
+    rounds = []
+
+    class Recorded(redlock._Round):
+        def __init__(self, clients, args, *rest, **kwargs):
+            super().__init__(clients, args, *rest, **kwargs)
+            if args[0] == "LOCK.ACQUIRE":
+                rounds.append(self)
+
+    monkeypatch.setattr(redlock, "_Round", Recorded)
+    return rounds
+
+
+def check_queued_commands_ran(clients, indexes, rounds):
+    """The resumed servers ran each LOCK.ACQUIRE that had reached their socket while they were
+    stopped and, after it, the LOCK.RELEASE piped behind it; nothing else of ours."""
+    expected = {i: sum(1 for rnd in rounds if rnd.requests[i].sent) for i in indexes}
+    wait_for(lambda: all(calls(clients[i], "lock.acquire") == expected[i]
+                         and calls(clients[i], "lock.release") == expected[i] for i in indexes),
+             f"the resumed servers ran the queued LOCK.ACQUIRE and LOCK.RELEASE ({expected} each)")
+    print(f"queued LOCK.ACQUIRE per resumed server: {expected}")
+    return sum(expected.values())
 
 
 def test_all_up_acquired_everywhere_and_released_everywhere(clients):
@@ -139,11 +159,8 @@ def test_all_up_acquired_everywhere_and_released_everywhere(clients):
     print(f"all up: acquire {took * 1000:.2f} ms, release {release_took * 1000:.2f} ms")
 
 
-def test_two_stopped_still_acquired_in_bounded_time(servers, clients):
+def test_two_stopped_still_acquired_in_bounded_time(servers, clients, acquire_rounds):
     name = f"two-stopped-{uuid.uuid4().hex}"
-    warm_up(clients, name)
-    for c in clients:
-        c.config_resetstat()
     lock = Redlock(clients, name, 30, server_timeout=SERVER_TIMEOUT)
     with stopped(servers[:2]):
         held, took = timed(lock.acquire)
@@ -155,20 +172,16 @@ def test_two_stopped_still_acquired_in_bounded_time(servers, clients):
         assert release_took < BOUND, f"release took {release_took:.3f} s with 2 servers stopped"
         assert released == 3
         assert owners(clients[2:], name) == [None] * 3
-    # The 2 resumed servers now run the LOCK.ACQUIRE that waited in their socket, then the
-    # LOCK.RELEASE sent behind it on the same connection: they end up free, long before the TTL.
-    wait_for(lambda: all(calls(c, "lock.release") >= 1 for c in clients[:2]),
-             "the resumed servers ran the queued LOCK.RELEASE")
-    assert [calls(c, "lock.acquire") for c in clients[:2]] == [1, 1]
+    # The clients' connections were made (by the fixture) before the SIGSTOP, so the acquire went
+    # out on them and waits in the stopped servers' sockets; release() sent LOCK.RELEASE behind
+    # it on the same connection. Resumed, they run both and end up free, long before the TTL.
+    check_queued_commands_ran(clients, [0, 1], acquire_rounds)
     assert owners(clients, name) == [None] * N
     print(f"2 stopped: acquire {took * 1000:.2f} ms, release {release_took * 1000:.2f} ms")
 
 
-def test_three_stopped_not_acquired_and_nothing_left_behind(servers, clients):
+def test_three_stopped_not_acquired_and_nothing_left_behind(servers, clients, acquire_rounds):
     name = f"three-stopped-{uuid.uuid4().hex}"
-    warm_up(clients, name)
-    for c in clients:
-        c.config_resetstat()
     lock = Redlock(clients, name, 30, server_timeout=SERVER_TIMEOUT, retry_count=2, retry_delay=0.05)
     with stopped(servers[:3]):
         held, took = timed(lock.acquire)
@@ -178,12 +191,12 @@ def test_three_stopped_not_acquired_and_nothing_left_behind(servers, clients):
         # the servers that are up were released at once
         assert owners(clients[3:], name) == [None, None]
         assert all(calls(c, "lock.release") >= 1 for c in clients[3:])
-    # Attempt 1 reached the stopped servers' sockets on the warmed-up connections; attempt 2
-    # could not (a new connection's handshake was never answered, so nothing was sent). After
-    # SIGCONT each runs the queued LOCK.ACQUIRE and then the LOCK.RELEASE piped behind it.
-    wait_for(lambda: all(calls(c, "lock.release") >= 1 for c in clients[:3]),
-             "the resumed servers ran the queued LOCK.RELEASE")
-    assert [calls(c, "lock.acquire") for c in clients[:3]] == [1, 1, 1]
+    # Attempt 1 reached the stopped servers' sockets on the connections the fixture had made;
+    # attempt 2 could not (a new connection's handshake was never answered, so nothing was
+    # sent). After SIGCONT each runs the queued LOCK.ACQUIRE and then the LOCK.RELEASE piped
+    # behind it.
+    assert check_queued_commands_ran(clients, [0, 1, 2], acquire_rounds) >= 1, \
+        "no LOCK.ACQUIRE reached a stopped server: the case under test did not happen"
     assert owners(clients, name) == [None] * N  # the TTL is 30 s: freed by the release, not by it
     print(f"3 stopped: acquire gave up after {took * 1000:.2f} ms (2 attempts)")
 
@@ -240,7 +253,9 @@ def test_holder_blocks_others_extend_and_context_manager(servers, clients):
         validity = lock.extend(60)
         assert validity is not None and 5 < validity < 60
         assert lock.held.validity == validity
-        wait_for(lambda: owners(clients, name) == ["me"] * N, "every server holds the token")
+        # renewed on a majority at least (a server whose acquire had not gone out when extend()
+        # began, e.g. a new connection still in its handshake, is not sent it any more)
+        assert owners(clients, name).count("me") >= 3
         assert sum(c.pttl(f"lock:{name}") > 5000 for c in clients) >= 3
     assert owners(clients, name) == [None] * N
     with pytest.raises(RedlockError):
