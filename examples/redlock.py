@@ -43,8 +43,9 @@ def main():
               f"{len(lock.clients)} servers answered", file=sys.stderr)
         return 1
     valid_until = time.monotonic() + held.validity
-    print(f"acquired {args.name!r} on {held.servers}/{len(lock.clients)} servers in "
-          f"{(time.monotonic() - start) * 1000:.1f} ms, token {held.token}, valid for {held.validity:.3f} s")
+    # acquire() decides at the majority; the other servers are still sent the lock
+    print(f"acquired {args.name!r} in {(time.monotonic() - start) * 1000:.1f} ms ({held.servers} of "
+          f"{len(lock.clients)} servers had granted it), token {held.token}, valid for {held.validity:.3f} s")
     try:
         steps = max(1, int(args.work / 0.1))
         for step in range(steps):

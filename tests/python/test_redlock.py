@@ -267,3 +267,5 @@ def test_holder_blocks_others_extend_and_context_manager(servers, clients):
         Redlock(clients, name, 0)
     with pytest.raises(ValueError):
         Redlock(clients, name, 1.5)
+    with pytest.raises(TypeError):
+        Redlock([object()], name, 1)

@@ -266,6 +266,9 @@ class Redlock:
             if isinstance(c, str) else c
             for c in clients
         ]
+        for c in self.clients:
+            if not hasattr(c, "connection_pool") or not hasattr(c.connection_pool, "get_connection"):
+                raise TypeError(f"Redlock needs standalone redis.Redis clients or URLs, not {c!r}")
         self.name = name
         self.ttl = ttl
         self.server_timeout = server_timeout
@@ -283,8 +286,10 @@ class Redlock:
     def acquire(self) -> Optional[Acquired]:
         """Try to take the lock, up to ``retry_count`` attempts; never waits for a holder.
 
-        Returns an :class:`Acquired` (validity in seconds, token, servers) or None when not
-        acquired; an attempt that failed has already been released everywhere.
+        An attempt ends as soon as a majority granted the lock (the other servers are still sent
+        it until ``server_timeout``), as soon as a majority can no longer be reached, or after
+        ``server_timeout``. Returns an :class:`Acquired` (validity in seconds, token, servers)
+        or None when not acquired; an attempt that failed has already been released everywhere.
         """
         if self.held is not None:
             raise RedlockError(f"lock {self.name!r} is already acquired by this Redlock")
@@ -307,8 +312,11 @@ class Redlock:
 
     def release(self) -> int:
         """Give the lock up: ``LOCK.RELEASE`` on every server. Returns how many servers replied
-        1 (still held it with our token) within ``server_timeout``; servers that did not answer
-        release when they get to it. RedlockError if not held."""
+        1 (still held it with our token). Waits for the replies at most ``server_timeout`` (plus
+        what is left of the acquire's ``server_timeout`` when called right after it): with
+        every server up that is about a round trip, with one down the whole timeout. A stopped
+        server that had been sent our acquire releases when it resumes. RedlockError if not
+        held."""
         if self.held is None:
             raise RedlockError(f"lock {self.name!r} is not acquired by this Redlock")
         token, rnd = self.held.token, self._acquire_round
