@@ -132,10 +132,11 @@ def acquire_rounds(monkeypatch):
 
 def check_queued_commands_ran(clients, indexes, rounds):
     """The resumed servers ran each LOCK.ACQUIRE that had reached their socket while they were
-    stopped and, after it, the LOCK.RELEASE piped behind it; nothing else of ours."""
+    stopped and, after it, the LOCK.RELEASE piped behind it. (A release round may also have
+    queued a LOCK.RELEASE for a server whose acquire never went out: more releases are fine.)"""
     expected = {i: sum(1 for rnd in rounds if rnd.requests[i].sent) for i in indexes}
     wait_for(lambda: all(calls(clients[i], "lock.acquire") == expected[i]
-                         and calls(clients[i], "lock.release") == expected[i] for i in indexes),
+                         and calls(clients[i], "lock.release") >= expected[i] for i in indexes),
              f"the resumed servers ran the queued LOCK.ACQUIRE and LOCK.RELEASE ({expected} each)")
     print(f"queued LOCK.ACQUIRE per resumed server: {expected}")
     return sum(expected.values())
