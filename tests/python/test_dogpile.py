@@ -3,7 +3,9 @@ be computed once while the others wait for it.
 
 * test A: python-redis-lock's Django cache backend, ``redis_lock.django_cache.RedisCache``,
   unchanged, against a server with the module loaded (its lock is SET NX + BLPOP on
-  ``lock-signal:<name>``).
+  ``lock-signal:<name>``);
+* test B: ``rlock.cache.cached``, the same recipe with ``LOCK.*`` (clients/python/rlock/cache.py),
+  including a ``compute()`` that raises.
 
 50 threads, each with its own connection, start together on a barrier; the one that computes does
 not return until the 49 others are really waiting for the lock (the server says so), so the
@@ -11,15 +13,25 @@ requests overlap for sure. Waiting is done with deadline loops on server state, 
 sleeps. Every test runs with RESP2 and RESP3 clients (see conftest.py).
 """
 
+import json
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait
+from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
 from django.test import override_settings
+
+try:
+    import rlock.cache
+except ImportError:  # not installed: use the package from the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python"))
+    import rlock.cache
 
 N = 50  # concurrent requests
 RESULT_TIMEOUT = 30.0  # seconds for all requests to return once started
@@ -139,3 +151,119 @@ def test_django_backend_computes_once_for_50_concurrent_requests(r, django_cache
     assert r.execute_command("LOCK.OWNER", lock_name) is None
     assert r.info("clients")["blocked_clients"] == 0
     assert django_cache.get(key) == {"value": "expensive", "computed_by": calls[0]}
+
+
+# --- B: rlock.cache.cached -------------------------------------------------------------------------
+
+def test_cached_computes_once_for_50_concurrent_requests(r, new_client):
+    key, lock_name = "dogpile-b", "cached:dogpile-b"
+    clients = [new_client() for _ in range(N)]
+    calls = []
+
+    def compute():
+        calls.append(threading.get_ident())
+        wait_until(lambda: info(r, lock_name)["waiters"] == N - 1, f"{N - 1} waiters queued")
+        assert r.info("clients")["blocked_clients"] == N - 1
+        return b"expensive"
+
+    results = run_together(r, lambda i: rlock.cache.cached(clients[i], key, 60, compute, lock_ttl=30))
+
+    errors = [res for res in results if isinstance(res, Exception)]
+    assert not errors, errors
+    assert len(calls) == 1, f"compute ran {len(calls)} times"
+    assert results == [b"expensive"] * N
+    assert r.execute_command("LOCK.OWNER", lock_name) is None
+    assert r.info("clients")["blocked_clients"] == 0
+    assert r.get(key) == b"expensive"
+    assert 59_000 < r.pttl(key) <= 60_000
+
+
+class Boom(Exception):
+    pass
+
+
+def test_cached_compute_raising_releases_and_a_waiter_computes(r, new_client):
+    key, lock_name = "dogpile-c", "cached:dogpile-c"
+    clients = [new_client() for _ in range(N)]
+    calls = []
+
+    def compute():
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            wait_until(lambda: info(r, lock_name)["waiters"] == N - 1, f"{N - 1} waiters queued")
+            raise Boom("the first computation fails")
+        # The failed caller let the lock go at once (not after lock_ttl), a waiter took it and the
+        # other waiters queued again behind it.
+        wait_until(lambda: info(r, lock_name)["waiters"] == N - 2, f"{N - 2} waiters queued again")
+        return b"second try"
+
+    results = run_together(r, lambda i: rlock.cache.cached(clients[i], key, 60, compute, lock_ttl=60))
+
+    assert len(calls) == 2, f"compute ran {len(calls)} times"
+    assert calls[0] != calls[1], "the retry must run in a waiter, not in the caller that failed"
+    failed = [res for res in results if isinstance(res, Exception)]
+    assert len(failed) == 1 and isinstance(failed[0], Boom), failed
+    assert results.count(b"second try") == N - 1
+    assert r.execute_command("LOCK.OWNER", lock_name) is None
+    assert r.info("clients")["blocked_clients"] == 0
+    assert r.get(key) == b"second try"
+
+
+def test_cached_compute_raising_alone_releases_the_lock(r):
+    def compute():
+        assert r.execute_command("LOCK.OWNER", "cached:k") is not None
+        raise Boom("no value")
+
+    with pytest.raises(Boom):
+        rlock.cache.cached(r, "k", 10, compute)
+    assert r.execute_command("LOCK.OWNER", "cached:k") is None
+    assert r.get("k") is None
+    assert rlock.cache.cached(r, "k", 10, lambda: b"v") == b"v"
+
+
+def test_cached_hit_does_not_compute_or_lock(r):
+    r.set("k", b"there")
+    assert rlock.cache.cached(r, "k", 10, lambda: pytest.fail("computed on a hit")) == b"there"
+    assert r.exists("lock:cached:k") == 0
+
+
+def test_cached_serialize_deserialize_and_lock_name(r):
+    value = rlock.cache.cached(r, "j", 5.5, lambda: {"a": [1, 2]}, serialize=json.dumps,
+                               deserialize=json.loads, lock_name="my-lock")
+    assert value == {"a": [1, 2]}
+    assert json.loads(r.get("j")) == {"a": [1, 2]}
+    assert 5_000 < r.pttl("j") <= 5_500
+    assert rlock.cache.cached(r, "j", 5, lambda: pytest.fail("computed on a hit"),
+                              deserialize=json.loads) == {"a": [1, 2]}
+    assert r.exists("lock:my-lock") == 0
+
+
+def test_cached_none_from_compute_is_an_error_and_releases(r):
+    with pytest.raises(ValueError):
+        rlock.cache.cached(r, "n", 10, lambda: None)
+    assert r.execute_command("LOCK.OWNER", "cached:n") is None
+
+
+def test_cached_timeout_while_another_computes(r):
+    assert r.execute_command("LOCK.ACQUIRE", "cached:t", "someone", 60) in (b"OK", "OK")
+    started = time.monotonic()
+    with pytest.raises(rlock.cache.Timeout):
+        rlock.cache.cached(r, "t", 10, lambda: pytest.fail("computed while locked"), timeout=0.2)
+    assert 0.15 < time.monotonic() - started < 5
+    assert text(r.execute_command("LOCK.OWNER", "cached:t")) == "someone"
+    assert info(r, "cached:t")["waiters"] == 0
+
+
+def test_cached_value_stored_by_the_holder_while_waiting_for_the_lock(r, new_client, spawn):
+    """A caller that waits for someone else's lock (not cached's own computer) gets the value that
+    holder stores, when it releases."""
+    assert r.execute_command("LOCK.ACQUIRE", "cached:h", "holder", 60) in (b"OK", "OK")
+    waiter = spawn(rlock.cache.cached, new_client(), "h", 10, lambda: pytest.fail("computed"))
+    wait_until(lambda: info(r, "cached:h")["waiters"] == 1, "the caller queued")
+    r.set("h", b"from holder")
+    assert r.execute_command("LOCK.RELEASE", "cached:h", "holder") == 1
+    try:
+        assert waiter.result(timeout=RESULT_TIMEOUT) == b"from holder"
+    except FutureTimeout:
+        pytest.fail("the waiter did not return")
+    assert r.execute_command("LOCK.OWNER", "cached:h") is None

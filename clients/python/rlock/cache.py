@@ -1,0 +1,139 @@
+"""Cache stampede (dogpile) protection with the rlock module's ``LOCK.*`` commands.
+
+When a popular cache entry is missing, every request that misses it would compute it at once (the
+"dogpile", "thundering herd" or "cache stampede"). :func:`cached` lets exactly one caller compute
+the value while the others wait for it, and hands the value to all of them as soon as it is
+stored, without serving stale data. It needs only redis-py and the module's commands::
+
+    import rlock.cache
+
+    report = rlock.cache.cached(conn, "report:2024", 600, build_report, lock_ttl=120)
+
+The recipe (``<lock>`` is ``cached:<key>`` unless ``lock_name`` says otherwise, so a ``{hashtag}``
+in the key keeps the lock in the key's cluster slot):
+
+1. ``GET key``: a hit is returned.
+2. ``LOCK.ACQUIRE <lock> * lock_ttl`` and ``GET key``, pipelined (one round trip, no blocking):
+
+   - the lock is taken (the server made the token): if the ``GET`` found a value (stored since
+     step 1), release and return it; otherwise ``compute()``, then ``SET key value EX ttl`` and
+     ``LOCK.RELEASE <lock> token`` pipelined (the value is stored before anyone is woken), and
+     return the computed value. If ``compute()`` raises, the lock is released and the exception
+     goes to the caller: the waiters then wake, find no value, and try again (step 2) themselves,
+     one of them computing.
+   - the lock is held but the ``GET`` found a value: return it.
+   - the lock is held and there is no value yet: go to 3.
+3. Wait: ``LOCK.ACQUIRE <lock> rlock.cache:waiters lock_ttl BLOCK ms``. Every waiter blocks with
+   the **same** token, so when the computing caller releases, the module hands the lock to that
+   token and replies to **all** waiters at once (connections waiting with one token are one
+   owner), instead of one after the other. Each then runs ``GET key`` and
+   ``LOCK.RELEASE <lock> rlock.cache:waiters`` pipelined (one round trip; the first release lets
+   the lock go, the others reply 0) and returns the value. No value (the computing caller failed,
+   or its ``lock_ttl`` ran out): back to step 2. Holders of the shared token never compute, so
+   ``compute()`` still runs under a lock of its own, once at a time.
+
+With a plain first-come-first-served hand-over, the waiters would instead be served one after
+the other, each holding the lock for a ``GET`` and a ``LOCK.RELEASE`` (python-redis-lock's
+``locked_get_or_set`` does the same, with ``BLPOP`` wake-ups); the last of 49 waiters then waits
+for ~100 round trips after the value is ready instead of one.
+
+Values are what redis-py gives: ``bytes`` (``str`` with ``decode_responses=True``). The caller
+that computed gets ``compute()``'s own result, the others the stored value; so have ``compute``
+return ``bytes``/``str``, or pass ``serialize`` (value -> ``bytes``/``str``, e.g. ``json.dumps``)
+and ``deserialize`` (the stored value -> value, e.g. ``json.loads``).
+
+``lock_ttl`` (whole seconds) bounds how long a crashed caller can keep the others waiting; it
+should exceed the time ``compute()`` may take: if it runs out while computing, another caller
+computes too.
+"""
+
+import math
+import time
+
+__all__ = ["cached", "Timeout", "WAITERS_TOKEN"]
+
+WAITERS_TOKEN = "rlock.cache:waiters"
+"""The token every waiter blocks with (never the token of a caller that computes)."""
+
+
+class Timeout(TimeoutError):
+    """Neither the value nor the lock came within ``timeout`` seconds."""
+
+
+def _set_args(ttl):
+    if ttl is None:
+        return {}
+    if isinstance(ttl, int):
+        return {"ex": ttl}
+    return {"px": max(1, int(round(ttl * 1000)))}
+
+
+def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=None,
+           serialize=None, deserialize=None):
+    """The value cached at ``key``; on a miss ``compute()`` runs once, under a lock, while the
+    other callers wait for its value (see the module docstring for the recipe).
+
+    :param client: a ``redis.Redis`` connected to a server with the rlock module.
+    :param key: the cache key (the value is a plain string key).
+    :param ttl: the cached value's time to live in seconds (int or float; ``None``: no expiry).
+    :param compute: called without arguments to make the value; must not return ``None``.
+    :param lock_ttl: the lock's lease in whole seconds (the longest ``compute()`` may take).
+    :param timeout: seconds to wait for the value or the lock; ``None``: no limit. When it runs
+        out, :class:`Timeout` is raised.
+    :param lock_name: the lock's name (key ``lock:<lock_name>``); default ``cached:<key>``.
+    :param serialize: value -> ``bytes``/``str`` to store; default: store ``compute()``'s result.
+    :param deserialize: stored ``bytes``/``str`` -> value; default: return it as redis-py gives.
+    """
+    if isinstance(key, bytes):
+        key = key.decode()
+    lock = lock_name if lock_name is not None else "cached:" + key
+    load = deserialize if deserialize is not None else (lambda raw: raw)
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    value = client.get(key)
+    if value is not None:
+        return load(value)
+
+    while True:
+        # 2. Try to become the one that computes; the GET sees a value stored meanwhile.
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("LOCK.ACQUIRE", lock, "*", lock_ttl)
+        pipe.get(key)
+        token, value = pipe.execute()
+        if token is not None:
+            try:
+                if value is not None:
+                    return load(value)
+                result = compute()
+                if result is None:
+                    raise ValueError("compute() must return a value, not None")
+                data = serialize(result) if serialize is not None else result
+                pipe = client.pipeline(transaction=False)
+                pipe.set(key, data, **_set_args(ttl))
+                pipe.execute_command("LOCK.RELEASE", lock, token)
+                pipe.execute()
+                token = None
+                return result
+            finally:
+                if token is not None:
+                    client.execute_command("LOCK.RELEASE", lock, token)
+        if value is not None:
+            return load(value)
+
+        # 3. Someone computes: wait with the shared token, to be woken together when it is done.
+        if deadline is None:
+            block_ms = 0
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"no value for {key!r} within {timeout} s")
+            block_ms = max(1, math.ceil(left * 1000))
+        if client.execute_command("LOCK.ACQUIRE", lock, WAITERS_TOKEN, lock_ttl, "BLOCK", block_ms) is None:
+            raise Timeout(f"no value for {key!r} within {timeout} s")
+        pipe = client.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.execute_command("LOCK.RELEASE", lock, WAITERS_TOKEN)
+        value, _ = pipe.execute()
+        if value is not None:
+            return load(value)
+        # The lock was let go without a value (compute() failed or its lease ran out): again.
