@@ -267,3 +267,13 @@ def test_cached_value_stored_by_the_holder_while_waiting_for_the_lock(r, new_cli
     except FutureTimeout:
         pytest.fail("the waiter did not return")
     assert r.execute_command("LOCK.OWNER", "cached:h") is None
+
+
+def test_cached_error_reading_the_key_under_the_lock_releases_it(r, new_client):
+    """The GET sent with LOCK.ACQUIRE fails (WRONGTYPE): the lock just taken is let go."""
+    client = new_client()
+    client.get = lambda key: None  # step 1 misses, so the pipelined ACQUIRE + GET runs
+    r.rpush("l", "not a string")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        rlock.cache.cached(client, "l", 10, lambda: pytest.fail("computed"))
+    assert r.execute_command("LOCK.OWNER", "cached:l") is None

@@ -99,9 +99,13 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
         pipe = client.pipeline(transaction=False)
         pipe.execute_command("LOCK.ACQUIRE", lock, "*", lock_ttl)
         pipe.get(key)
-        token, value = pipe.execute()
+        token, value = pipe.execute(raise_on_error=False)
+        if isinstance(token, Exception):
+            raise token
         if token is not None:
             try:
+                if isinstance(value, Exception):  # e.g. WRONGTYPE: let the lock go, then raise
+                    raise value
                 if value is not None:
                     return load(value)
                 result = compute()
