@@ -254,9 +254,10 @@ def test_cached_timeout_while_another_computes(r):
     assert info(r, "cached:t")["waiters"] == 0
 
 
-def test_cached_value_stored_by_the_holder_while_waiting_for_the_lock(r, new_client, spawn):
-    """A caller that waits for someone else's lock (not cached's own computer) gets the value that
-    holder stores, when it releases."""
+def test_cached_value_stored_by_another_holder_while_waiting(r, new_client, spawn):
+    """A caller waiting for a lock held by someone other than cached() (so nobody lets the shared
+    waiters' token go for it) gets the value that holder stores when it releases; the waiters'
+    token then holds the lock for at most its 1 s lease, and a miss meanwhile is not held up."""
     assert r.execute_command("LOCK.ACQUIRE", "cached:h", "holder", 60) in (b"OK", "OK")
     waiter = spawn(rlock.cache.cached, new_client(), "h", 10, lambda: pytest.fail("computed"))
     wait_until(lambda: info(r, "cached:h")["waiters"] == 1, "the caller queued")
@@ -266,7 +267,26 @@ def test_cached_value_stored_by_the_holder_while_waiting_for_the_lock(r, new_cli
         assert waiter.result(timeout=RESULT_TIMEOUT) == b"from holder"
     except FutureTimeout:
         pytest.fail("the waiter did not return")
+    held = info(r, "cached:h")
+    assert text(held["owner"]) == rlock.cache.WAITERS_TOKEN and 0 < held["ttl"] <= 1000
+    r.delete("h")
+    assert rlock.cache.cached(r, "h", 10, lambda: b"new", timeout=0.5) == b"new"
     assert r.execute_command("LOCK.OWNER", "cached:h") is None
+
+
+def test_cached_holder_lease_running_out_a_waiter_computes(r, new_client, spawn):
+    """The caller computing crashed (its lock is left to its lease): when the lease runs out the
+    waiters are handed the lock with their shared token, find no value, let it go, and one of them
+    computes."""
+    assert r.execute_command("LOCK.ACQUIRE", "cached:e", "crashed", 1) in (b"OK", "OK")
+    waiter = spawn(rlock.cache.cached, new_client(), "e", 10, lambda: b"recomputed")
+    wait_until(lambda: info(r, "cached:e")["waiters"] == 1, "the caller queued")
+    try:
+        assert waiter.result(timeout=RESULT_TIMEOUT) == b"recomputed"
+    except FutureTimeout:
+        pytest.fail("the waiter did not return")
+    assert r.execute_command("LOCK.OWNER", "cached:e") is None
+    assert r.get("e") == b"recomputed"
 
 
 def test_cached_error_reading_the_key_under_the_lock_releases_it(r, new_client):

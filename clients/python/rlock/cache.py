@@ -16,26 +16,32 @@ in the key keeps the lock in the key's cluster slot):
 2. ``LOCK.ACQUIRE <lock> * lock_ttl`` and ``GET key``, pipelined (one round trip, no blocking):
 
    - the lock is taken (the server made the token): if the ``GET`` found a value (stored since
-     step 1), release and return it; otherwise ``compute()``, then ``SET key value EX ttl`` and
-     ``LOCK.RELEASE <lock> token`` pipelined (the value is stored before anyone is woken), and
-     return the computed value. If ``compute()`` raises, the lock is released and the exception
-     goes to the caller: the waiters then wake, find no value, and try again (step 2) themselves,
-     one of them computing.
+     step 1), return it; otherwise ``compute()`` and return its result. Either way the lock is
+     then let go in one round trip: ``SET key value EX ttl`` (when computed),
+     ``LOCK.RELEASE <lock> token`` (the value is stored before anyone is woken) and
+     ``LOCK.RELEASE <lock> rlock.cache:waiters`` (see 3). If ``compute()`` raises, the lock is let
+     go the same way (without ``SET``) and the exception goes to the caller: the waiters then wake,
+     find no value, and try again (step 2) themselves, one of them computing.
    - the lock is held but the ``GET`` found a value: return it.
    - the lock is held and there is no value yet: go to 3.
-3. Wait: ``LOCK.ACQUIRE <lock> rlock.cache:waiters lock_ttl BLOCK ms``. Every waiter blocks with
-   the **same** token, so when the computing caller releases, the module hands the lock to that
-   token and replies to **all** waiters at once (connections waiting with one token are one
-   owner), instead of one after the other. Each then runs ``GET key`` and
-   ``LOCK.RELEASE <lock> rlock.cache:waiters`` pipelined (one round trip; the first release lets
-   the lock go, the others reply 0) and returns the value. No value (the computing caller failed,
-   or its ``lock_ttl`` ran out): back to step 2. Holders of the shared token never compute, so
-   ``compute()`` still runs under a lock of its own, once at a time.
+3. Wait: ``LOCK.ACQUIRE <lock> rlock.cache:waiters 1 BLOCK ms``. Every waiter blocks with the
+   **same** token, so when the computing caller releases, the module hands the lock to that token
+   and replies to **all** waiters at once (connections waiting with one token are one owner),
+   instead of one after the other; the computing caller's next command, in the same round trip,
+   lets the waiters' token go again, so the lock is free by the time they look. Each waiter then
+   needs one ``GET key`` and returns the value. No value (the computing caller failed, or its
+   ``lock_ttl`` ran out and the module handed the lock to the waiters' token): ``LOCK.RELEASE
+   <lock> rlock.cache:waiters`` and back to step 2. Holders of the shared token never compute, so
+   ``compute()`` still runs under a lock of its own, once at a time. Should a lock be handed to the
+   waiters' token by someone else (a holder that is not :func:`cached`), that token keeps it for
+   its 1 s lease at most, and the next caller that misses takes it over (same token) and lets it
+   go at once.
 
 With a plain first-come-first-served hand-over, the waiters would instead be served one after
 the other, each holding the lock for a ``GET`` and a ``LOCK.RELEASE`` (python-redis-lock's
 ``locked_get_or_set`` does the same, with ``BLPOP`` wake-ups); the last of 49 waiters then waits
-for ~100 round trips after the value is ready instead of one.
+for ~100 round trips after the value is ready instead of one (``scripts/bench_dogpile.py``
+measures it).
 
 Values are what redis-py gives: ``bytes`` (``str`` with ``decode_responses=True``). The caller
 that computed gets ``compute()``'s own result, the others the stored value; so have ``compute``
@@ -103,6 +109,7 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
         if isinstance(token, Exception):
             raise token
         if token is not None:
+            stored = None
             try:
                 if isinstance(value, Exception):  # e.g. WRONGTYPE: let the lock go, then raise
                     raise value
@@ -111,16 +118,17 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
                 result = compute()
                 if result is None:
                     raise ValueError("compute() must return a value, not None")
-                data = serialize(result) if serialize is not None else result
-                pipe = client.pipeline(transaction=False)
-                pipe.set(key, data, **_set_args(ttl))
-                pipe.execute_command("LOCK.RELEASE", lock, token)
-                pipe.execute()
-                token = None
+                stored = serialize(result) if serialize is not None else result
                 return result
             finally:
-                if token is not None:
-                    client.execute_command("LOCK.RELEASE", lock, token)
+                # One round trip: store the value (if any), hand the lock to the waiters (all woken
+                # at once, holding the shared token) and let it go at once: they only need to GET.
+                pipe = client.pipeline(transaction=False)
+                if stored is not None:
+                    pipe.set(key, stored, **_set_args(ttl))
+                pipe.execute_command("LOCK.RELEASE", lock, token)
+                pipe.execute_command("LOCK.RELEASE", lock, WAITERS_TOKEN)
+                pipe.execute()
         if value is not None:
             return load(value)
 
@@ -132,12 +140,11 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
             if left <= 0:
                 raise Timeout(f"no value for {key!r} within {timeout} s")
             block_ms = max(1, math.ceil(left * 1000))
-        if client.execute_command("LOCK.ACQUIRE", lock, WAITERS_TOKEN, lock_ttl, "BLOCK", block_ms) is None:
+        if client.execute_command("LOCK.ACQUIRE", lock, WAITERS_TOKEN, 1, "BLOCK", block_ms) is None:
             raise Timeout(f"no value for {key!r} within {timeout} s")
-        pipe = client.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.execute_command("LOCK.RELEASE", lock, WAITERS_TOKEN)
-        value, _ = pipe.execute()
+        value = client.get(key)
         if value is not None:
             return load(value)
-        # The lock was let go without a value (compute() failed or its lease ran out): again.
+        # No value: compute() failed, or its lock's lease ran out (then the waiters hold the lock
+        # with the shared token: let it go). Try again from 2.
+        client.execute_command("LOCK.RELEASE", lock, WAITERS_TOKEN)
