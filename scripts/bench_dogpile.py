@@ -14,17 +14,21 @@ Recipes (`--recipes`, default `django,cached`):
                   .locked_get_or_set (SET NX + BLPOP lock-signal:<name>; a release wakes one
                   waiter, which takes the lock, GETs the value and releases in turn)
   cached          rlock.cache.cached (clients/python/rlock/cache.py): waiters block in
-                  LOCK.ACQUIRE with one shared token, all woken at once, then GET + LOCK.RELEASE
-                  in one round trip
-  fifo            for comparison, the naive LOCK.* recipe: each waiter blocks with its own token
-                  (LOCK.ACQUIRE * BLOCK), is handed the lock in turn, GETs, releases
+                  LOCK.ACQUIRE with one shared token and are all woken at once; the computing
+                  caller sends SET + LOCK.RELEASE + LOCK.RELEASE of the shared token in one round
+                  trip, so each waiter then only GETs
+For comparison, other LOCK.* recipes (defined here):
+  fifo            the naive one: each waiter blocks with its own token (LOCK.ACQUIRE * BLOCK), is
+                  handed the lock in turn, GETs, releases (two round trips each, one after another)
   fifo-pipelined  as fifo, but a handed-over waiter sends GET + LOCK.RELEASE in one round trip
+  shared-pipelined  waiters share one token as in cached, but each woken waiter sends
+                  GET + LOCK.RELEASE (pipelined) itself
 
 Starts its own redis-server with the module on a unix socket in a temporary directory (or uses
 `--socket` of a running one). Examples:
 
   .venv/bin/python scripts/bench_dogpile.py --rounds 30
-  .venv/bin/python scripts/bench_dogpile.py --rounds 30 --recipes django,cached,fifo,fifo-pipelined \\
+  .venv/bin/python scripts/bench_dogpile.py --rounds 30 --recipes django,cached,fifo,shared-pipelined \\
       --server /work/shared/servers/redis-7.2.6/redis-server --module target/release/librlock.so
 
 Needs the Python test venv (scripts/setup.sh --python: python-redis-lock, Django, django-redis).
@@ -51,7 +55,7 @@ sys.path.insert(0, str(REPO / "clients" / "python"))
 
 import rlock.cache  # noqa: E402
 
-RECIPES = ("django", "cached", "fifo", "fifo-pipelined")
+RECIPES = ("django", "cached", "fifo", "fifo-pipelined", "shared-pipelined")
 RESULT_TIMEOUT = 60.0
 VALUE = b"x" * 100  # the cached value
 
@@ -197,6 +201,39 @@ def fifo_cached(client, key, ttl, compute, clock, pipelined):
             client.execute_command("LOCK.RELEASE", lock, token)
 
 
+def shared_pipelined_cached(client, key, ttl, compute, clock):
+    """Waiters share one token (woken together); each woken waiter sends GET + LOCK.RELEASE."""
+    lock, shared = "shared:" + key, "waiters"
+    value = client.get(key)
+    if value is not None:
+        return value
+    while True:
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("LOCK.ACQUIRE", lock, "*", 60)
+        pipe.get(key)
+        token, value = pipe.execute()
+        if token is not None:
+            if value is None:
+                value = compute()
+                pipe = client.pipeline(transaction=False)
+                pipe.set(key, value, ex=ttl)
+                pipe.execute_command("LOCK.RELEASE", lock, token)
+                pipe.execute()
+                clock.mark()
+            else:
+                client.execute_command("LOCK.RELEASE", lock, token)
+            return value
+        if value is not None:
+            return value
+        client.execute_command("LOCK.ACQUIRE", lock, shared, 60, "BLOCK", 0)
+        pipe = client.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.execute_command("LOCK.RELEASE", lock, shared)
+        value, _ = pipe.execute()
+        if value is not None:
+            return value
+
+
 def setup_django(socket, protocol):
     from django.conf import settings
 
@@ -228,6 +265,8 @@ def make_request(recipe, socket, protocol, clock):
         client = timed_client(socket, protocol, clock)
         return lambda key, compute: rlock.cache.cached(client, key, 60, compute, lock_ttl=60)
     client = redis.Redis(unix_socket_path=socket, protocol=protocol)
+    if recipe == "shared-pipelined":
+        return lambda key, compute: shared_pipelined_cached(client, key, 60, compute, clock)
     pipelined = recipe == "fifo-pipelined"
     return lambda key, compute: fifo_cached(client, key, 60, compute, clock, pipelined)
 
@@ -392,11 +431,11 @@ def main():
     print(f"time from the computing caller's SET returning to each of the {args.clients - 1} others' return (ms)")
     cols = ["p50_ms", "p99_ms", "max_ms", "last_waiter_mean_ms"]
     heads = ["p50", "p99", "max", "slowest (mean)"]
-    print(f"{'recipe':<16}" + "".join(f"{h:>16}" for h in heads) + f"   ratio {base}/recipe (p50, p99, max)")
+    print(f"{'recipe':<18}" + "".join(f"{h:>16}" for h in heads) + f"   ratio {base}/recipe (p50, p99, max)")
     for recipe in recipes:
         s = results[recipe]
         ratio = ", ".join(f"{results[base][c] / s[c]:.1f}x" if s[c] > 0 else "-" for c in cols[:3])
-        print(f"{recipe:<16}" + "".join(f"{s[c]:>16.3f}" for c in cols) + f"   {ratio}")
+        print(f"{recipe:<18}" + "".join(f"{s[c]:>16.3f}" for c in cols) + f"   {ratio}")
 
 
 if __name__ == "__main__":
