@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Cache stampede (dogpile) benchmark: how long the others wait once the value is ready.
 
-Each round, `--clients` callers (50 threads, or processes with --processes; one connection each) ask at the same moment (a barrier) for
-one missing cache key; one of them computes the value, and its compute() returns only once all
-the others are blocked waiting for the lock (INFO clients: blocked_clients), so they all overlap.
+Each round, `--clients` callers (50 threads, or processes with --processes; one connection each)
+ask at the same moment (a barrier) for one missing cache key; one of them computes the value, and
+its compute() returns only once all the others are blocked waiting for the lock (INFO clients:
+blocked_clients), so they all overlap.
 Measured: for each of the others, the time from the computing caller's SET returning to that
 caller's return, i.e. how long the herd keeps waiting after the value is there: p50/p99/max over
 all rounds' waits, and "last (median)", the median over the rounds of a round's slowest caller
