@@ -5,7 +5,6 @@ python-redis-lock's own suite runs against it in test_python_redis_lock_suite.py
 """
 
 import asyncio
-import threading
 import time
 
 import pytest

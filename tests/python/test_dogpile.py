@@ -14,24 +14,18 @@ sleeps. Every test runs with RESP2 and RESP3 clients (see conftest.py).
 """
 
 import json
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait
-from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
 from django.test import override_settings
 
-try:
-    import rlock.cache
-except ImportError:  # not installed: use the package from the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python"))
-    import rlock.cache
+import rlock.cache  # clients/python, installed into .venv by scripts/setup.sh --python
 
 N = 50  # concurrent requests
 RESULT_TIMEOUT = 30.0  # seconds for all requests to return once started

@@ -18,7 +18,6 @@ import time
 import uuid
 
 import pytest
-import redis
 
 from conftest import RedisServer, _module_path, _server_binary
 from rlock import redlock

@@ -13,6 +13,9 @@ first come first served, the token is checked in the server, ``bind=True`` ties 
 connection, ``fence=True`` gives a fencing number. python-redis-lock clients on the same server
 share the same locks. ``rlock.asyncio.Lock`` is the same for ``redis.asyncio``;
 ``rlock.django_cache.RedisCache`` is python-redis-lock's Django cache backend on this ``Lock``.
+
+Beyond python-redis-lock: ``rlock.Redlock`` (one lock over N independent rlock servers, held on a
+majority) and ``rlock.cached`` (get-or-compute with one computation per missing value).
 """
 
 from ._base import NO_EXPIRY_SECONDS
@@ -23,14 +26,22 @@ from ._base import NotAcquired
 from ._base import NotExpirable
 from ._base import TimeoutNotUsable
 from ._base import TimeoutTooLarge
+from .cache import cached
 from .lock import Lock
 from .lock import reset_all
+from .redlock import Acquired
+from .redlock import Redlock
+from .redlock import RedlockError
 
 __version__ = '0.1.0'
 
 __all__ = [
     'Lock',
     'reset_all',
+    'Redlock',
+    'RedlockError',
+    'Acquired',
+    'cached',
     'NO_EXPIRY_SECONDS',
     'AlreadyAcquired',
     'AlreadyStarted',
