@@ -2,7 +2,8 @@
 //! with typed replies (`Option<String>`, `i64`, `(String, i64)`, a `HashMap` for `LOCK.INFO`),
 //! over RESP2 and RESP3 (`?protocol=resp3` in the URL), on a real module-loaded server. Blocked
 //! acquires run on their own connection in a thread; waiting is for `blocked_clients` or
-//! `LOCK.INFO`'s `waiters`, with a deadline.
+//! `LOCK.INFO`'s `waiters`, with a deadline. The async API (tokio, `MultiplexedConnection`) is
+//! in the `tokio_api` module below.
 
 mod common;
 
@@ -454,4 +455,248 @@ fn read_timeout_shorter_than_block() {
     });
     assert!(release(&mut admin, "q", "impatient"));
     assert_eq!(owner(&mut admin, "q"), None);
+}
+
+/// The async API on tokio: `MultiplexedConnection`, `query_async`.
+mod tokio_api {
+    use super::common::{Server, DEADLINE};
+    use redis::aio::MultiplexedConnection;
+    use redis::{AsyncConnectionConfig, Value};
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    /// A connection with the crate's defaults (a 500 ms response timeout).
+    async fn connect(server: &Server, resp3: bool) -> MultiplexedConnection {
+        super::client(server, resp3)
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// A connection for blocking commands: no response timeout, so BLOCK decides how long the
+    /// acquire waits.
+    async fn connect_blocking(server: &Server, resp3: bool) -> MultiplexedConnection {
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        super::client(server, resp3)
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap()
+    }
+
+    async fn info_field(c: &mut MultiplexedConnection, section: &str, field: &str) -> i64 {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+    }
+
+    async fn wait_blocked(c: &mut MultiplexedConnection, n: i64) {
+        let start = Instant::now();
+        loop {
+            let got = info_field(c, "clients", "blocked_clients").await;
+            if got == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "blocked_clients stayed {got}, wanted {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn lock_info(c: &mut MultiplexedConnection, name: &str) -> HashMap<String, Value> {
+        redis::cmd("LOCK.INFO")
+            .arg(name)
+            .query_async(c)
+            .await
+            .unwrap()
+    }
+
+    async fn owner(c: &mut MultiplexedConnection, name: &str) -> Option<String> {
+        redis::cmd("LOCK.OWNER")
+            .arg(name)
+            .query_async(c)
+            .await
+            .unwrap()
+    }
+
+    async fn release(c: &mut MultiplexedConnection, name: &str, token: &str) -> bool {
+        redis::cmd("LOCK.RELEASE")
+            .arg(name)
+            .arg(token)
+            .query_async(c)
+            .await
+            .unwrap()
+    }
+
+    /// A spawned task's result, with the deadline.
+    async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("no reply before the deadline")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn async_blocked_acquire_fence_and_bind() {
+        let server = Server::start();
+        for resp3 in [false, true] {
+            let mut c = connect(&server, resp3).await;
+            let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+
+            let f1: i64 = redis::cmd("LOCK.ACQUIRE")
+                .arg("jobs")
+                .arg("holder")
+                .arg(30)
+                .arg("FENCE")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let held: Option<String> = redis::cmd("LOCK.ACQUIRE")
+                .arg("jobs")
+                .arg("other")
+                .arg(30)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(held, None);
+            let info = lock_info(&mut c, "jobs").await;
+            assert_eq!(
+                redis::from_redis_value_ref::<Option<i64>>(&info["fence"]).unwrap(),
+                Some(f1)
+            );
+
+            // a blocked acquire (its own connection, no response timeout) woken by a release
+            let mut w = connect_blocking(&server, resp3).await;
+            let waiter = tokio::spawn(async move {
+                redis::cmd("LOCK.ACQUIRE")
+                    .arg("jobs")
+                    .arg("*")
+                    .arg(30)
+                    .arg("BLOCK")
+                    .arg(0)
+                    .arg("FENCE")
+                    .query_async::<Option<(String, i64)>>(&mut w)
+                    .await
+            });
+            wait_blocked(&mut c, 1).await;
+            assert!(release(&mut c, "jobs", "holder").await);
+            let (token, f2) = join(waiter).await.unwrap().expect("handed the lock");
+            assert!(f2 > f1);
+            assert_eq!(owner(&mut c, "jobs").await, Some(token.clone()));
+            assert!(release(&mut c, "jobs", &token).await);
+
+            // BIND: dropping the holder's connection (every clone) lets the lock go to the waiter
+            let mut holder = connect(&server, resp3).await;
+            let _: () = redis::cmd("LOCK.ACQUIRE")
+                .arg("nightly")
+                .arg("job-1")
+                .arg(3600)
+                .arg("BIND")
+                .query_async(&mut holder)
+                .await
+                .unwrap();
+            let mut w = connect_blocking(&server, resp3).await;
+            let waiter = tokio::spawn(async move {
+                let r = redis::cmd("LOCK.ACQUIRE")
+                    .arg("nightly")
+                    .arg("job-2")
+                    .arg(3600)
+                    .arg("BLOCK")
+                    .arg(0)
+                    .arg("BIND")
+                    .query_async::<Option<String>>(&mut w)
+                    .await;
+                (r, w)
+            });
+            wait_blocked(&mut c, 1).await;
+            drop(holder);
+            let (reply, w) = join(waiter).await;
+            assert_eq!(reply.unwrap().as_deref(), Some("OK"));
+            assert_eq!(owner(&mut c, "nightly").await.as_deref(), Some("job-2"));
+            drop(w);
+            let start = Instant::now();
+            while owner(&mut c, "nightly").await.is_some() {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "the BIND lock outlived its connection"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+
+    /// Pitfalls of `MultiplexedConnection` with a blocking acquire: the default response timeout
+    /// (500 ms) fails an acquire that blocks longer, though the server keeps the waiter (which
+    /// can then be handed the lock); and every command sent on the same connection (or a clone)
+    /// waits behind the blocked one.
+    #[tokio::test]
+    async fn async_pitfalls() {
+        let server = Server::start();
+        let mut admin = connect(&server, false).await;
+        let _: () = redis::cmd("LOCK.ACQUIRE")
+            .arg("q")
+            .arg("holder")
+            .arg(30)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+
+        let mut impatient = connect(&server, false).await; // default response timeout
+        let err = redis::cmd("LOCK.ACQUIRE")
+            .arg("q")
+            .arg("impatient")
+            .arg(30)
+            .arg("BLOCK")
+            .arg(0)
+            .query_async::<Option<String>>(&mut impatient)
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        let waiters: i64 =
+            redis::from_redis_value_ref(&lock_info(&mut admin, "q").await["waiters"]).unwrap();
+        assert_eq!(waiters, 1, "the server still queues the timed-out acquire");
+        assert!(release(&mut admin, "q", "holder").await);
+        assert_eq!(owner(&mut admin, "q").await.as_deref(), Some("impatient"));
+        assert!(release(&mut admin, "q", "impatient").await);
+
+        // a shared connection: OWNER waits behind the blocked acquire sent before it
+        let _: () = redis::cmd("LOCK.ACQUIRE")
+            .arg("q")
+            .arg("holder")
+            .arg(30)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let mut shared = connect_blocking(&server, false).await;
+        let mut clone = shared.clone();
+        let acquire = tokio::spawn(async move {
+            redis::cmd("LOCK.ACQUIRE")
+                .arg("q")
+                .arg("shared")
+                .arg(30)
+                .arg("BLOCK")
+                .arg(0)
+                .query_async::<Option<String>>(&mut shared)
+                .await
+        });
+        wait_blocked(&mut admin, 1).await;
+        let mut lookup = tokio::spawn(async move { owner(&mut clone, "q").await });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut lookup)
+                .await
+                .is_err(),
+            "OWNER on the blocked connection answered while the acquire was blocked"
+        );
+        assert!(release(&mut admin, "q", "holder").await);
+        assert_eq!(join(acquire).await.unwrap().as_deref(), Some("OK"));
+        // answered only now, so after the hand-over
+        assert_eq!(join(lookup).await.as_deref(), Some("shared"));
+    }
 }
