@@ -259,3 +259,17 @@ test("pitfall: a blocked acquire whose connection drops is sent again, at the ba
   assert.equal(await holder.call("LOCK.RELEASE", "q", "second"), 1);
   assert.equal(await within(firstAcquire, "first"), "OK");
 });
+
+test("pitfall: on one ioredis client, commands sent after a blocked acquire wait behind it", async () => {
+  await admin.call("LOCK.ACQUIRE", "q", "holder", 30);
+  const shared = client();
+  await shared.ping(); // connected, so both commands below go out at once, in order
+  const acquire = shared.call("LOCK.ACQUIRE", "q", "shared", 30, "BLOCK", 0);
+  const lookup = shared.call("LOCK.OWNER", "q");
+  await waitBlocked(1);
+  assert.equal(await settled(lookup), false);
+  assert.equal(await admin.call("LOCK.RELEASE", "q", "holder"), 1);
+  assert.equal(await within(acquire, "acquire"), "OK");
+  // answered only after the hand-over
+  assert.equal(await within(lookup, "LOCK.OWNER"), "shared");
+});

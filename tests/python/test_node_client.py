@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO / "tests" / "node"
 TEST_FILE = NODE_DIR / "lock.test.js"
 NODE_TIMEOUT = 120  # seconds for the whole node run
-MIN_TESTS = 6  # tests the file has that run under either protocol
+MIN_TESTS = 7  # tests the file has that run under either protocol
 
 
 def test_ioredis(redis_server, r):
