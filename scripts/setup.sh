@@ -3,10 +3,13 @@
 #
 #   scripts/setup.sh            system packages (redis-server, clang, libclang-dev) and cargo
 #   scripts/setup.sh --python   the same, plus the Python test venv at .venv (with rlock's client,
-#                               clients/python, installed editable) and python-redis-lock's sdist
+#                               clients/python, installed editable), python-redis-lock's sdist (its
+#                               test suite) and the Node test packages in tests/node/node_modules
+#                               (tests/python/test_node_client.py; needs node 20+ and npm on PATH)
 #
-# Idempotent and quick when everything is already installed: it only calls apt-get or pip when
-# something is missing or tests/python/requirements.txt has changed.
+# Idempotent and quick when everything is already installed: it only calls apt-get, pip or npm
+# when something is missing or tests/python/requirements.txt or tests/node/package-lock.json has
+# changed.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +19,7 @@ want_python=0
 for arg in "$@"; do
     case "$arg" in
         --python) want_python=1 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown argument '$arg' (expected --python)" >&2; exit 2 ;;
     esac
 done
@@ -110,5 +113,35 @@ if ((want_python)); then
             say "$sdist: not the sha256 expected ($sdist_sha256)" >&2
             exit 1
         fi
+    fi
+fi
+
+# --- Node test packages (tests/node, run by tests/python/test_node_client.py) -----------------
+if ((want_python)); then
+    nodedir=tests/node
+    lock="$nodedir/package-lock.json"
+    marker="$nodedir/node_modules/.rlock-package-lock.sha256"
+    if [[ ! -f $lock ]]; then
+        say "$lock not found" >&2
+        exit 1
+    fi
+    # Not installed from apt when missing: Debian 12's nodejs is 18, and ioredis 6 needs 20+.
+    for tool in node npm; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            say "$tool not found; the Node client tests (tests/node) need Node.js 20 or later with npm" >&2
+            exit 1
+        fi
+    done
+    node_major="$(node -p 'process.versions.node.split(".")[0]')"
+    if ((node_major < 20)); then
+        say "node $(node --version) is too old; the Node client tests (ioredis 6) need Node.js 20 or later" >&2
+        exit 1
+    fi
+    # The marker records the lockfile (and node's major version) node_modules was installed from.
+    want="$(sha256sum "$lock" | cut -d' ' -f1) node$node_major"
+    if [[ ! -f $marker || "$(cat "$marker")" != "$want" ]]; then
+        say "installing $lock into $nodedir/node_modules (npm ci)"
+        (cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$want" >"$marker"
     fi
 fi
