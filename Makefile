@@ -6,7 +6,7 @@
 #   make test-matrix SERVERS="path1 path2 ..."   the whole suite against each server, then a
 #                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8)
 #   make bench   the benchmark (examples/bench/), then the Python clients side by side
-#                (scripts/bench_client.py -> docs/bench-clients.md)
+#                (scripts/bench_client.py -> docs/bench-clients.md, scripts/bench_dogpile.py)
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make chaos   the chaos test (tests/chaos.rs) at length, CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3
 #   make build | fmt | clippy | clean
@@ -61,6 +61,8 @@ bench:
 		$(CARGO) run --release --example bench; \
 		echo ".venv/bin/python scripts/bench_client.py --out docs/bench-clients.md"; \
 		.venv/bin/python scripts/bench_client.py --out docs/bench-clients.md; \
+		echo ".venv/bin/python scripts/bench_dogpile.py --rounds 20"; \
+		.venv/bin/python scripts/bench_dogpile.py --rounds 20; \
 	else \
 		echo "no benchmark yet (examples/bench/main.rs)"; \
 	fi
