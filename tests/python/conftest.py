@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers import free_blocked
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -183,17 +184,6 @@ def new_client(redis_server):
         client.close()
 
 
-def _free_blocked(client):
-    """Make every blocked client return: drop all keys and CLIENT UNBLOCK whoever still waits."""
-    try:
-        client.flushall()
-        for entry in client.client_list():
-            if "b" in entry.get("flags", ""):
-                client.client_unblock(entry["id"])
-    except redis.RedisError:
-        pass  # the server is gone; the threads' connections fail on their own
-
-
 @pytest.fixture
 def spawn(r, new_client):
     """Run a function in a worker thread and get a Future.
@@ -212,6 +202,6 @@ def spawn(r, new_client):
     yield submit
     deadline = time.monotonic() + CLEANUP_TIMEOUT
     while not all(f.done() for f in futures) and time.monotonic() < deadline:
-        _free_blocked(r)
+        free_blocked(r)
         time.sleep(0.02)
     pool.shutdown(wait=False, cancel_futures=True)

@@ -15,36 +15,15 @@ import redis_lock
 import rlock
 import rlock.asyncio
 
-WAIT = 10.0  # seconds: the deadline of every wait for a condition
-
-
-def wait_until(what, check):
-    deadline = time.monotonic() + WAIT
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f'waited {WAIT} s for {what}')
-        time.sleep(0.005)
+from helpers import DEADLINE as WAIT
+from helpers import calls
+from helpers import owner
+from helpers import wait_until
+from helpers import waiters
 
 
 def info(client, name):
     return rlock._base.info_fields(client.execute_command('LOCK.INFO', name))
-
-
-def waiters(client, name):
-    return info(client, name)['waiters']
-
-
-def owner(client, name):
-    token = client.execute_command('LOCK.OWNER', name)
-    return token.decode() if isinstance(token, bytes) else token
-
-
-def calls(client, command):
-    """How many times ``command`` ran (INFO commandstats; servers differ in the name's case)."""
-    for key, stats in client.info('commandstats').items():
-        if key.lower() == f'cmdstat_{command}'.lower():
-            return stats['calls']
-    return 0
 
 
 def test_moving_over_is_one_line(r):
@@ -74,7 +53,7 @@ def test_a_blocking_acquire_is_one_module_wait_first_come_first_served(r, new_cl
         lock = rlock.Lock(new_client(), 'q', expire=60)
         locks.append(lock)
         futures.append(spawn(wait, i, lock))
-        wait_until(f'waiter {i} queued', lambda: waiters(r, 'q') == i + 1)
+        wait_until(lambda: waiters(r, 'q') == i + 1, f'waiter {i} queued')
     holder.release()
     for f in futures:
         f.result(timeout=WAIT)
@@ -120,7 +99,7 @@ def test_bind_lets_the_lock_go_with_the_connection(r, new_client, spawn):
     assert info(r, 'job')['bound_to'] is not None
     waiter = rlock.Lock(new_client(), 'job', expire=60)
     got = spawn(waiter.acquire, timeout=WAIT)
-    wait_until('the waiter queued', lambda: waiters(r, 'job') == 1)
+    wait_until(lambda: waiters(r, 'job') == 1, 'the waiter queued')
     holder_conn.connection_pool.disconnect()  # the process holding it dies
     assert got.result(timeout=WAIT) is True
     assert owner(r, 'job') == waiter.id
@@ -141,13 +120,13 @@ def test_python_redis_lock_and_rlock_wake_each_other(r, new_client, spawn):
     assert theirs.acquire()
     ours = rlock.Lock(new_client(), 'shared', expire=60)
     got = spawn(ours.acquire, timeout=WAIT)
-    wait_until('the rlock waiter queued', lambda: waiters(r, 'shared') == 1)
+    wait_until(lambda: waiters(r, 'shared') == 1, 'the rlock waiter queued')
     theirs.release()
     assert got.result(timeout=WAIT) is True
 
     their_waiter = redis_lock.Lock(new_client(), 'shared', expire=60)
     got = spawn(their_waiter.acquire, timeout=WAIT)
-    wait_until('the python-redis-lock waiter blocked', lambda: r.info('clients')['blocked_clients'] == 1)
+    wait_until(lambda: r.info('clients')['blocked_clients'] == 1, 'the python-redis-lock waiter blocked')
     ours.release()
     assert got.result(timeout=WAIT) is True
     assert owner(r, 'shared') == their_waiter.id
@@ -158,7 +137,7 @@ def test_reset_hands_the_lock_to_the_next_waiter(r, new_client, spawn):
     assert holder.acquire()
     waiter = rlock.Lock(new_client(), 'stuck', expire=60)
     got = spawn(waiter.acquire, timeout=WAIT)
-    wait_until('the waiter queued', lambda: waiters(r, 'stuck') == 1)
+    wait_until(lambda: waiters(r, 'stuck') == 1, 'the waiter queued')
     rlock.Lock(r, 'stuck').reset()
     assert got.result(timeout=WAIT) is True
     assert owner(r, 'stuck') == waiter.id
@@ -172,7 +151,7 @@ def test_a_wait_cut_by_the_socket_timeout_leaves_no_waiter_and_no_lock(r, redis_
     impatient = rlock.Lock(redis_server.client(socket_timeout=0.3), 'cut', expire=60)
     with pytest.raises(redis.TimeoutError):
         impatient.acquire()
-    wait_until('the cut waiter gone', lambda: waiters(r, 'cut') == 0)
+    wait_until(lambda: waiters(r, 'cut') == 0, 'the cut waiter gone')
     holder.release()
     assert owner(r, 'cut') is None
 

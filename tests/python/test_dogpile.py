@@ -26,42 +26,14 @@ from django.conf import settings
 from django.test import override_settings
 
 import rlock.cache  # clients/python, installed into .venv by scripts/setup.sh --python
+from helpers import free_blocked
+from helpers import lock_info as info
+from helpers import text
+from helpers import wait_until
 
 N = 50  # concurrent requests
 RESULT_TIMEOUT = 30.0  # seconds for all requests to return once started
 WAITING_TIMEOUT = 10.0  # seconds for the others to show up as waiting
-
-
-def text(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def info(client, name):
-    """LOCK.INFO as a dict with str keys (a map in RESP3, a flat array in RESP2)."""
-    reply = client.execute_command("LOCK.INFO", name)
-    if isinstance(reply, dict):
-        return {text(k): v for k, v in reply.items()}
-    return {text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
-
-
-def wait_until(condition, what, timeout=WAITING_TIMEOUT):
-    """Poll `condition()` until it is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        time.sleep(0.002)
-
-
-def free_blocked(client):
-    """Make every blocked client return: drop all keys and CLIENT UNBLOCK whoever still waits."""
-    try:
-        client.flushall()
-        for entry in client.client_list():
-            if "b" in entry.get("flags", ""):
-                client.client_unblock(entry["id"])
-    except redis.RedisError:
-        pass
 
 
 def run_together(r, request):

@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 from conftest import RedisServer, _module_path, _server_binary
+from helpers import calls, owner, wait_until
 from rlock import redlock
 from rlock.redlock import Acquired, Redlock, RedlockError
 
@@ -84,27 +85,12 @@ def stopped(servers):
             os.kill(s.proc.pid, signal.SIGCONT)
 
 
-def text(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def owners(clients, name):
-    return [text(c.execute_command("LOCK.OWNER", name)) for c in clients]
-
-
-def calls(client, command):
-    """How many times the server ran the command since CONFIG RESETSTAT (module commands are
-    listed as the module spells them, e.g. cmdstat_LOCK.ACQUIRE)."""
-    stats = {key.lower(): value for key, value in client.info("commandstats").items()}
-    return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
+    return [owner(c, name) for c in clients]
 
 
 def wait_for(condition, what, timeout=SETTLE):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not so after {timeout} s")
-        time.sleep(0.005)
+    wait_until(condition, what, timeout)
 
 
 def timed(fn):
