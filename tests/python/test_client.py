@@ -253,3 +253,17 @@ def test_asyncio_auto_renewal_keeps_the_lock(r, redis_server):
             await a.aclose()
 
     asyncio.run(main())
+
+
+def test_release_writes_no_signal_list_when_no_python_redis_lock_client_waits(r):
+    lock = rlock.Lock(r, 'quiet', expire=60, signal_expire=5000)  # signal_expire: ignored
+    assert lock.acquire()
+    lock.release()
+    assert r.exists('lock-signal:quiet') == 0
+    assert owner(r, 'quiet') is None
+
+
+def test_an_empty_id_is_refused_by_the_server(r):
+    with pytest.raises(redis.ResponseError, match='token must not be empty'):
+        rlock.Lock(r, 'empty', id='').acquire()
+    assert owner(r, 'empty') is None
