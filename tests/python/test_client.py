@@ -267,3 +267,19 @@ def test_an_empty_id_is_refused_by_the_server(r):
     with pytest.raises(redis.ResponseError, match='token must not be empty'):
         rlock.Lock(r, 'empty', id='').acquire()
     assert owner(r, 'empty') is None
+
+
+def test_acquiring_again_raises_already_acquired(r):
+    own = rlock.Lock(r, 'twice', expire=100)
+    assert own.acquire()
+    r.expire('lock:twice', 50)
+    with pytest.raises(rlock.AlreadyAcquired):
+        own.acquire()
+    # A random id: LOCK.OWNER and LOCK.ACQUIRE went in one round trip, the lease was renewed.
+    assert r.ttl('lock:twice') > 90
+    shared = rlock.Lock(r, 'twice', expire=5, id=own.id)
+    with pytest.raises(rlock.AlreadyAcquired):
+        shared.acquire()
+    # An id given by the caller: LOCK.OWNER first, nothing changed.
+    assert r.ttl('lock:twice') > 90
+    assert owner(r, 'twice') == own.id

@@ -129,6 +129,9 @@ class LockBase:
         self._expire = expire
 
         self._signal_expire = signal_expire
+        # A random id is this Lock's alone: acquire() may then ask LOCK.OWNER and LOCK.ACQUIRE in
+        # one round trip (see ``_ask_owner_first``).
+        self._id_is_own = id is None
         if id is None:
             self._id = b64encode(urandom(18)).decode('ascii')
         elif isinstance(id, bytes):
@@ -181,6 +184,20 @@ class LockBase:
         raise TypeError("To extend a lock 'expire' must be provided as an argument to extend() method or at initialization time.")
 
     # --- the calls --------------------------------------------------------------------------
+
+    @property
+    def _ask_owner_first(self):
+        """Whether ``acquire()`` must learn the owner before it sends ``LOCK.ACQUIRE``.
+
+        python-redis-lock raises ``AlreadyAcquired`` when the lock's owner is this Lock's id, and
+        then changes nothing. ``LOCK.ACQUIRE`` by the owner's own token renews the lease. With a
+        random id only this Lock can hold the lock under it, so ``LOCK.OWNER`` and
+        ``LOCK.ACQUIRE`` go together in one round trip: on a second ``acquire()`` of a Lock that
+        holds the lock, ``AlreadyAcquired`` is still raised, and the lease has been renewed to
+        this Lock's ``expire``. With an id given by the caller, other Lock objects may share it
+        (python-redis-lock's way to release elsewhere), possibly with another ``expire``: then
+        ``LOCK.OWNER`` is asked first and nothing changes."""
+        return not self._id_is_own
 
     def _acquire_args(self, blocking, timeout):
         """``LOCK.ACQUIRE``: one call that waits, first come first served, ``timeout`` seconds at

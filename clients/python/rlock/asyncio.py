@@ -62,11 +62,21 @@ class Lock(LockBase):
     async def acquire(self, blocking=True, timeout=None):
         logger_for_acquire.debug('Acquiring Lock(%r) ...', self._name)
         timeout = self._checked_timeout(blocking, timeout)
-        if self._is_mine(await self._owner()):
+        if self._ask_owner_first and self._is_mine(await self._owner()):
             raise AlreadyAcquired('Already acquired from this Lock instance.')
 
         try:
-            reply = await self._client.execute_command(*self._acquire_args(blocking, timeout))
+            if self._ask_owner_first:
+                reply = await self._client.execute_command(*self._acquire_args(blocking, timeout))
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                pipe.execute_command(*self._owner_args())
+                pipe.execute_command(*self._acquire_args(blocking, timeout))
+                owner, reply = await pipe.execute()
+                if self._is_mine(owner):
+                    raise AlreadyAcquired('Already acquired from this Lock instance.')
+        except AlreadyAcquired:
+            raise
         except BaseException:
             # Cancelled (asyncio.timeout, task.cancel()) or the connection failed while waiting:
             # the lock may have been handed over just before; give it back.

@@ -46,11 +46,21 @@ class Lock(LockBase):
         """
         logger_for_acquire.debug('Acquiring Lock(%r) ...', self._name)
         timeout = self._checked_timeout(blocking, timeout)
-        if self._held:
+        if self._ask_owner_first and self._held:
             raise AlreadyAcquired('Already acquired from this Lock instance.')
 
         try:
-            reply = self._client.execute_command(*self._acquire_args(blocking, timeout))
+            if self._ask_owner_first:
+                reply = self._client.execute_command(*self._acquire_args(blocking, timeout))
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                pipe.execute_command(*self._owner_args())
+                pipe.execute_command(*self._acquire_args(blocking, timeout))
+                owner, reply = pipe.execute()
+                if self._is_mine(owner):
+                    raise AlreadyAcquired('Already acquired from this Lock instance.')
+        except AlreadyAcquired:
+            raise
         except BaseException:
             if blocking:
                 self._give_back()
