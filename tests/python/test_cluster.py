@@ -33,6 +33,7 @@ import pytest
 import redis
 import redis_lock
 from redis.cluster import RedisCluster
+from helpers import free_blocked
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 3
@@ -263,13 +264,7 @@ def _cluster_client(cluster, **kwargs):
 def _free_blocked(cluster):
     """Make every blocked client return (used after a test so that a failure never hangs)."""
     for client in cluster.direct.values():
-        try:
-            client.flushall()
-            for entry in client.client_list():
-                if "b" in entry.get("flags", ""):
-                    client.client_unblock(entry["id"])
-        except redis.RedisError:
-            pass
+        free_blocked(client)
 
 
 @pytest.fixture
