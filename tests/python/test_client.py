@@ -5,11 +5,14 @@ python-redis-lock's own suite runs against it in test_python_redis_lock_suite.py
 """
 
 import asyncio
+import threading
 import time
 
 import pytest
 import redis
 import redis.asyncio
+import redis.backoff
+import redis.retry
 import redis_lock
 
 import rlock
@@ -283,3 +286,72 @@ def test_acquiring_again_raises_already_acquired(r):
     # An id given by the caller: LOCK.OWNER first, nothing changed.
     assert r.ttl('lock:twice') > 90
     assert owner(r, 'twice') == own.id
+
+
+class ReplyDropper:
+    """A TCP proxy in front of the server's unix socket that can lose one reply: once armed, the
+    next data the server sends back is not passed on, and the client's connection is closed
+    instead (a connection that breaks after the server ran the command)."""
+
+    def __init__(self, unix_socket):
+        import socket
+
+        self.unix_socket = unix_socket
+        self.armed = threading.Event()
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.unix_socket)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, replies):
+        try:
+            while data := src.recv(65536):
+                if replies and self.armed.is_set():
+                    self.armed.clear()
+                    break  # the reply is lost: close both sides below
+                dst.sendall(data)
+        except OSError:
+            pass
+        import socket
+
+        for s in (src, dst):  # shutdown first: it also wakes the other direction's recv()
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def test_an_acquire_whose_reply_is_lost_gives_the_lock_back(r, redis_server):
+    proxy = ReplyDropper(redis_server.socket)
+    try:
+        conn = redis.Redis(host='127.0.0.1', port=proxy.port, protocol=redis_server.protocol,
+                           retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+        assert conn.ping()
+        for blocking in (False, True):
+            lock = rlock.Lock(conn, 'lost')  # no expire: a lost lock would be held for 1,000 years
+            proxy.armed.set()
+            with pytest.raises(redis.ConnectionError):
+                lock.acquire(blocking=blocking)
+            # The server took the lock for this id; acquire() released it on a new connection.
+            wait_until(lambda: owner(r, 'lost') is None, 'the lock given back')
+            assert calls(r, 'lock.release') >= 1
+            r.config_resetstat()
+        conn.close()
+    finally:
+        proxy.close()

@@ -15,6 +15,7 @@ import asyncio
 import weakref
 
 from redis.asyncio import StrictRedis
+from redis.exceptions import ResponseError
 
 from ._base import AlreadyAcquired
 from ._base import AlreadyStarted
@@ -75,13 +76,12 @@ class Lock(LockBase):
                 owner, reply = await pipe.execute()
                 if self._is_mine(owner):
                     raise AlreadyAcquired('Already acquired from this Lock instance.')
-        except AlreadyAcquired:
-            raise
+        except (AlreadyAcquired, ResponseError):
+            raise  # an error reply changed nothing
         except BaseException:
-            # Cancelled (asyncio.timeout, task.cancel()) or the connection failed while waiting:
-            # the lock may have been handed over just before; give it back.
-            if blocking:
-                await asyncio.shield(self._give_back())
+            # Cancelled (asyncio.timeout, task.cancel()) or the connection failed: the lock may
+            # have been taken, or handed over, just before; give it back.
+            await asyncio.shield(self._give_back())
             raise
         if not self._took(reply):
             if not blocking:

@@ -4,6 +4,7 @@ import threading
 import weakref
 
 from redis import StrictRedis
+from redis.exceptions import ResponseError
 
 from ._base import AlreadyAcquired
 from ._base import AlreadyStarted
@@ -59,11 +60,10 @@ class Lock(LockBase):
                 owner, reply = pipe.execute()
                 if self._is_mine(owner):
                     raise AlreadyAcquired('Already acquired from this Lock instance.')
-        except AlreadyAcquired:
-            raise
+        except (AlreadyAcquired, ResponseError):
+            raise  # an error reply changed nothing
         except BaseException:
-            if blocking:
-                self._give_back()
+            self._give_back()
             raise
         if not self._took(reply):
             if not blocking:
@@ -76,8 +76,9 @@ class Lock(LockBase):
         return True
 
     def _give_back(self):
-        """A wait that ended in an error (the connection dropped, a socket timeout, Ctrl-C) may
-        have been handed the lock just before: release it, if the server can be reached."""
+        """An acquire that ended in an error other than an error reply (the connection dropped, a
+        socket timeout, Ctrl-C) may have taken the lock, or been handed it, just before: release
+        it, if the server can be reached. (A Lock that already held the lock loses it too.)"""
         try:
             self._client.execute_command(*self._release_args())
         except Exception:
