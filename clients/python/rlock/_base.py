@@ -64,6 +64,16 @@ def _text(value):
     return value.decode('utf-8', 'replace') if isinstance(value, bytes) else value
 
 
+def _seconds(expire):
+    """An ``expire`` as python-redis-lock reads it: whole seconds, ``None`` for a falsy one."""
+    if not expire:
+        return None
+    expire = int(expire)
+    if expire < 0:
+        raise ValueError('A negative expire is not acceptable.')
+    return expire
+
+
 def info_fields(reply):
     """``LOCK.INFO``'s reply as a dict with str keys: RESP3 gives a map, RESP2 a flat array."""
     if isinstance(reply, dict):
@@ -120,13 +130,7 @@ class LockBase:
 
         self._client = redis_client
 
-        if expire:
-            expire = int(expire)
-            if expire < 0:
-                raise ValueError('A negative expire is not acceptable.')
-        else:
-            expire = None
-        self._expire = expire
+        self._expire = _seconds(expire)
 
         self._signal_expire = signal_expire
         # A random id is this Lock's alone: acquire() may then ask LOCK.OWNER and LOCK.ACQUIRE in
@@ -174,10 +178,8 @@ class LockBase:
 
     @staticmethod
     def _checked_expire(expire, default):
-        if expire:
-            expire = int(expire)
-            if expire < 0:
-                raise ValueError('A negative expire is not acceptable.')
+        expire = _seconds(expire)
+        if expire is not None:
             return expire
         if default is not None:
             return default
