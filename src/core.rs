@@ -39,8 +39,8 @@ pub struct Grant<H> {
     /// The lease: the last of the served waiters' `ttl`s, as if each had acquired in turn.
     pub ttl_ms: i64,
     /// Later waiters queued with the same token: the lock is theirs too (a fresh acquire with
-    /// the owner's token succeeds), so they are served `OK` with it. Their grants are not
-    /// revocable: if one of them vanishes, the others still hold the lock.
+    /// the owner's token succeeds), so they are served `OK` with it. The group is one grant:
+    /// it is taken back only if every member vanishes before any of them is answered.
     pub also: Vec<H>,
 }
 
@@ -114,6 +114,17 @@ fn token_hash(token: &[u8]) -> u32 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(token) as u32
 }
 
+/// One grant of a lock to a token, written for one waiter or a same-token group: revocable
+/// while none of its members has been answered.
+struct GrantRecord {
+    lock: Arc<LockId>,
+    token: Box<[u8]>,
+    /// Members neither answered nor gone yet.
+    unanswered: usize,
+    /// A member has been answered: someone was told it holds the lock.
+    answered: bool,
+}
+
 struct Pending {
     at: i64,
     signal_if_free: bool,
@@ -124,7 +135,11 @@ pub struct Core<H> {
     seq: u64,
     waiters: HashMap<H, Waiter>,
     queues: HashMap<Arc<LockId>, Queue<H>>,
-    granted: HashMap<H, (Arc<LockId>, Box<[u8]>)>,
+    /// Granted waiters whose reply has not gone out yet, each with its grant's number (one
+    /// for a whole same-token group).
+    granted: HashMap<H, u64>,
+    /// Those grants, by number.
+    grants: HashMap<u64, GrantRecord>,
     clients: HashMap<u64, H>,
     pending: HashMap<Arc<LockId>, Pending>,
     due: BTreeSet<(i64, Arc<LockId>)>,
@@ -146,6 +161,7 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
             waiters: HashMap::new(),
             queues: HashMap::new(),
             granted: HashMap::new(),
+            grants: HashMap::new(),
             clients: HashMap::new(),
             pending: HashMap::new(),
             due: BTreeSet::new(),
@@ -294,28 +310,64 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
                 }
             }
         }
-        self.granted.insert(handle, (waiter.lock, waiter.token));
+        self.seq += 1;
+        let number = self.seq;
+        for h in std::iter::once(&handle).chain(&grant.also) {
+            self.granted.insert(*h, number);
+        }
+        let record = GrantRecord {
+            lock: waiter.lock,
+            token: waiter.token,
+            unanswered: 1 + grant.also.len(),
+            answered: false,
+        };
+        self.grants.insert(number, record);
         self.shrink_if_idle();
         Some(grant)
     }
 
     /// The token a granted waiter was handed the lock with (until `delivered`).
     pub fn granted_token(&self, handle: H) -> Option<Vec<u8>> {
-        self.granted.get(&handle).map(|(_, token)| token.to_vec())
+        let number = self.granted.get(&handle)?;
+        self.grants.get(number).map(|g| g.token.to_vec())
     }
 
-    /// The reply to a granted waiter went out: forget the grant.
-    pub fn delivered(&mut self, handle: H) {
-        self.granted.remove(&handle);
+    /// `handle`'s grant has one member fewer to answer (answered if `answered`): the record
+    /// itself, once no member is left, is returned and forgotten.
+    fn settle(&mut self, handle: H, answered: bool) -> Option<GrantRecord> {
+        let number = self.granted.remove(&handle)?;
+        let g = self.grants.get_mut(&number)?;
+        g.unanswered -= 1;
+        g.answered |= answered;
+        if g.unanswered > 0 {
+            return None;
+        }
+        let done = self.grants.remove(&number);
         if self.granted.is_empty() && self.granted.capacity() > 64 {
             self.granted.shrink_to_fit();
+            self.grants.shrink_to_fit();
         }
+        done
     }
 
-    /// A waiter timed out, was unblocked or disconnected.
+    /// The reply to a granted waiter went out: the grant (and its whole same-token group's)
+    /// is no longer revocable.
+    pub fn delivered(&mut self, handle: H) {
+        self.settle(handle, true);
+    }
+
+    /// A waiter timed out, was unblocked or disconnected. A granted waiter that vanished
+    /// unanswered hands its grant back only if it was the last of its group to be answered and
+    /// nobody in the group was: otherwise someone was, or will be, told `OK` for that token.
     pub fn remove(&mut self, handle: H) -> Removed {
-        if let Some((lock, token)) = self.granted.remove(&handle) {
-            return Removed::Granted { lock, token };
+        if self.granted.contains_key(&handle) {
+            return match self.settle(handle, false) {
+                Some(g) if !g.answered => Removed::Granted {
+                    lock: g.lock,
+                    token: g.token,
+                },
+                _ => Removed::Unknown,
+            };
         }
         if self.remove_quietly(handle) {
             Removed::Queued
@@ -589,6 +641,40 @@ mod tests {
         let g = core.pop_next(&lock("a")).unwrap();
         core.delivered(g.handle);
         assert_eq!(core.remove(g.handle), Removed::Unknown);
+    }
+
+    #[test]
+    fn a_same_token_group_is_taken_back_only_if_all_vanish_unanswered() {
+        // (which members vanish, in order; which are answered first) -> taken back by the last?
+        let rows: &[(&[u32], &[u32], Option<u32>)] = &[
+            (&[1], &[], None),        // the first vanishes: 2 and 3 still hold the token
+            (&[1, 2, 3], &[], Some(3)), // all vanish unanswered: the last gives it back
+            (&[3, 1, 2], &[], Some(2)),
+            (&[1, 2], &[3], None),    // 3 was told OK: never taken back
+            (&[2, 3], &[1], None),
+        ];
+        for (vanish, answered, taken_back_by) in rows {
+            let mut core = Core::new();
+            for h in 1..=3 {
+                core.enqueue(&lock("a"), h, h.into(), b"T", 1000, None);
+            }
+            core.enqueue(&lock("a"), 4, 4, b"U", 1000, None);
+            let g = core.pop_next(&lock("a")).unwrap();
+            assert_eq!((g.handle, g.also.clone()), (1, vec![2, 3]));
+            for h in *answered {
+                core.delivered(*h);
+            }
+            let mut back = None;
+            for h in *vanish {
+                if let Removed::Granted { token, .. } = core.remove(*h) {
+                    assert_eq!(&*token, b"T");
+                    assert!(back.is_none(), "taken back twice");
+                    back = Some(*h);
+                }
+            }
+            assert_eq!(back, *taken_back_by, "vanish {vanish:?}, answered {answered:?}");
+            assert_eq!(core.queued(&lock("a")), 1, "U still waits");
+        }
     }
 
     #[test]
