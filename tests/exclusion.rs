@@ -37,7 +37,11 @@ fn a_same_token_group_keeps_the_lock_when_its_first_member_hangs_up_in_the_same_
     assert_eq!(h.read("release"), R::Int(1));
     assert_eq!(h.read("kill"), R::Int(1));
     w[1].0.answered_once(&R::ok(), "B, with A's token");
-    assert_eq!(h.owner("x").as_deref(), Some("T"), "T was told OK: T holds x");
+    assert_eq!(
+        h.owner("x").as_deref(),
+        Some("T"),
+        "T was told OK: T holds x"
+    );
     s.wait_blocked(1);
     assert_eq!(
         w[2].0.next(Duration::from_millis(100)),
@@ -66,7 +70,8 @@ fn a_same_token_group_that_vanishes_whole_gives_the_lock_to_the_next() {
     assert_eq!(h.read("release"), R::Int(1));
     assert_eq!(h.read("kill A"), R::Int(1));
     assert_eq!(h.read("kill B"), R::Int(1));
-    w[2].0.answered_once(&R::ok(), "C, after the T group vanished unanswered");
+    w[2].0
+        .answered_once(&R::ok(), "C, after the T group vanished unanswered");
     assert_eq!(h.owner("x").as_deref(), Some("U"));
     s.wait_blocked(0);
 }

@@ -446,3 +446,58 @@ fn a_python_turn_not_taken_passes_to_the_next_module_waiter() {
         R::nil()
     );
 }
+
+/// Whether the server has `name` as a command (`COMMAND INFO` answers nil for an unknown one).
+fn has_command(c: &mut Raw, name: &str) -> bool {
+    match c.call(&["COMMAND", "INFO", name]) {
+        R::Array(Some(v)) => {
+            !matches!(v.first(), None | Some(R::Array(None)) | Some(R::Bulk(None)))
+        }
+        _ => false,
+    }
+}
+
+/// Valkey 9's `DELIFEQ lock:<n> <token>` (and Redis 8.4's `DELEX ... IFEQ`) is a token-checked
+/// release without the module: it wakes the module's next waiter, and with none a python-redis-lock
+/// waiter, like any delete. A `SET ... IFEQ` that keeps the lock held wakes nobody.
+#[test]
+fn a_native_conditional_release_wakes_module_and_python_waiters() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    let del: &[&str] = if has_command(&mut c, "DELIFEQ") {
+        &["DELIFEQ", "lock:n", "holder"]
+    } else if has_command(&mut c, "DELEX") {
+        &["DELEX", "lock:n", "IFEQ", "holder"]
+    } else {
+        eprintln!("skipped: the server has neither DELIFEQ nor DELEX");
+        return;
+    };
+    c.acquire("n", "holder");
+    let mut w = Raw::connect(&s);
+    w.send(&[&["LOCK.ACQUIRE", "n", "next", "60", "BLOCK", "0"]]);
+    s.wait_blocked(1);
+    // Valkey 8.1+ / Redis 8.4 (an error elsewhere): the holder renews by compare-and-set.
+    let kept = c.call(&["SET", "lock:n", "holder", "IFEQ", "holder", "KEEPTTL"]);
+    if kept == R::ok() {
+        assert_eq!(
+            w.next(QUIET),
+            Err(End::Quiet),
+            "a SET IFEQ keeping the lock held woke the waiter"
+        );
+    }
+    let mut wrong = del.to_vec();
+    *wrong.last_mut().unwrap() = "not-the-holder";
+    assert_eq!(c.call(&wrong), R::Int(0), "a wrong token deletes nothing");
+    assert_eq!(w.next(QUIET), Err(End::Quiet), "nothing was freed");
+    assert_eq!(c.call(del), R::Int(1));
+    w.answered_once(&R::ok(), "the module waiter after the native release");
+    assert_eq!(c.owner("n").as_deref(), Some("next"));
+
+    // The same with a python-redis-lock waiter and no module waiter.
+    let mut py = python_waiter(&s, "n", "0");
+    s.wait_blocked(1);
+    let mut del2 = del.to_vec();
+    *del2.last_mut().unwrap() = "next";
+    assert_eq!(c.call(&del2), R::Int(1));
+    woken(&mut py, "n");
+}
