@@ -8,7 +8,8 @@
 #   make bench   the benchmark (examples/bench/), then the Python clients side by side
 #                (scripts/bench_client.py -> docs/bench-clients.md, scripts/bench_dogpile.py)
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
-#   make chaos   the chaos test (tests/chaos.rs) at length, CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3
+#   make chaos   the chaos test (tests/chaos.rs) and the grant ledger (tests/invariants.rs) at length,
+#                CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3 (x10 for the ledger)
 #   make build | fmt | clippy | clean
 #   make valgrind  the Rust integration suites with every redis-server under valgrind (docs/valgrind.md)
 
@@ -76,13 +77,15 @@ stress:
 	.venv/bin/python scripts/stress.py --seconds $(STRESS_SECONDS) --module $(MODULE) \
 		--json target/stress-report.json $(STRESS_ARGS)
 
-# `make test` runs tests/chaos.rs briefly (1000 steps per seed); this is the long run.
+# `make test` runs tests/chaos.rs and tests/invariants.rs briefly; this is the long run.
 CHAOS_STEPS ?= 20000
 CHAOS_SEEDS ?= 3
 chaos:
 	$(CARGO) build --release
 	RLOCK_CHAOS_STEPS=$(CHAOS_STEPS) RLOCK_CHAOS_SEEDS=$(CHAOS_SEEDS) \
 		$(CARGO) test --release --test chaos -- --nocapture
+	RLOCK_INVARIANT_STEPS=$(CHAOS_STEPS) RLOCK_INVARIANT_SEEDS=$$(( $(CHAOS_SEEDS) * 10 )) \
+		$(CARGO) test --release --test invariants -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all

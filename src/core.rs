@@ -328,8 +328,13 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
 
     /// The token a granted waiter was handed the lock with (until `delivered`).
     pub fn granted_token(&self, handle: H) -> Option<Vec<u8>> {
+        self.granted_to(handle).map(|(_, token)| token.to_vec())
+    }
+
+    /// The lock and token a granted waiter was handed (until `delivered`).
+    pub fn granted_to(&self, handle: H) -> Option<(&LockId, &[u8])> {
         let number = self.granted.get(&handle)?;
-        self.grants.get(number).map(|g| g.token.to_vec())
+        self.grants.get(number).map(|g| (&*g.lock, &*g.token))
     }
 
     /// `handle`'s grant has one member fewer to answer (answered if `answered`): the record

@@ -146,27 +146,28 @@ pub fn info(info: &mut Info) {
 /// `token` now holds `name` (in the selected database): bound to `client`, or to no client.
 /// Every successful acquire by the holder's token decides anew; a release unbinds.
 fn set_binding(ctx: Ctx, name: &[u8], token: &[u8], client: Option<u64>) {
-    with(|s| {
-        if client.is_none() && s.bound.is_empty() {
-            return;
-        }
-        let lock = LockId::new(ctx.db(), name);
-        let Some(client) = client else {
-            s.bound.remove(&lock);
-            return;
-        };
-        s.bound.insert(lock.clone(), (client, token.into()));
-        let locks = s.bound_by_client.entry(client).or_default();
-        if locks.len() >= 16 {
-            // Locks released or bound elsewhere since: drop them, so a long-lived connection
-            // binding lock after lock keeps a short list.
-            let bound = &s.bound;
-            locks.retain(|l| bound.get(l).is_some_and(|(c, _)| *c == client));
-        }
-        if !locks.contains(&lock) {
-            locks.push(lock);
-        }
-    });
+    with(|s| bind(s, LockId::new(ctx.db(), name), token, client));
+}
+
+fn bind(s: &mut State, lock: LockId, token: &[u8], client: Option<u64>) {
+    if client.is_none() && s.bound.is_empty() {
+        return;
+    }
+    let Some(client) = client else {
+        s.bound.remove(&lock);
+        return;
+    };
+    s.bound.insert(lock.clone(), (client, token.into()));
+    let locks = s.bound_by_client.entry(client).or_default();
+    if locks.len() >= 16 {
+        // Locks released or bound elsewhere since: drop them, so a long-lived connection
+        // binding lock after lock keeps a short list.
+        let bound = &s.bound;
+        locks.retain(|l| bound.get(l).is_some_and(|(c, _)| *c == client));
+    }
+    if !locks.contains(&lock) {
+        locks.push(lock);
+    }
 }
 
 /// The client `client` is gone: every lock still bound to it is taken back (if its token
@@ -498,7 +499,15 @@ pub fn takes_unblock(client: u64) -> bool {
 /// or it was unblocked, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.
 pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
     let (made, fence) = with(|s| {
-        s.bind_on_grant.remove(&handle);
+        let client = s.bind_on_grant.remove(&handle);
+        if how == Unblocked::Granted {
+            // Answered `OK`: its acquire is the last one, and decides the binding (a group's
+            // members are answered in their order in line).
+            if let Some((lock, token)) = s.core.granted_to(handle) {
+                let (lock, token) = (lock.clone(), token.to_vec());
+                bind(s, lock, &token, client);
+            }
+        }
         s.fenced.remove(&handle);
         let fence = s.fence_of.remove(&handle);
         let made = s.server_made.remove(&handle) && how == Unblocked::Granted;
@@ -896,14 +905,9 @@ fn hand_over_or_free(
                     });
                 }
             }
-            // Bound to the last served waiter of the token that asked for it, or to none.
-            let client = with(|s| {
-                std::iter::once(&grant.handle)
-                    .chain(&grant.also)
-                    .filter_map(|h| s.bind_on_grant.get(h).copied())
-                    .next_back()
-            });
-            set_binding(ctx, name, &grant.token, client);
+            // Unbound until answered: the binding follows the last acquire *answered* (see
+            // `answer`), so a waiter that vanishes before its reply binds nothing.
+            set_binding(ctx, name, &grant.token, None);
             redis::unblock(grant.handle, Unblocked::Granted);
             for handle in grant.also {
                 redis::unblock(handle, Unblocked::Granted);

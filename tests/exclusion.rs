@@ -75,3 +75,48 @@ fn a_same_token_group_that_vanishes_whole_gives_the_lock_to_the_next() {
     assert_eq!(h.owner("x").as_deref(), Some("U"));
     s.wait_blocked(0);
 }
+
+/// A and B wait with token T and `BIND`, C with U. One write releases and kills B, the group's
+/// last member, whose acquire would decide the binding: B was never answered, so the binding
+/// is A's (the last acquire answered), T keeps the lock while A lives, and C gets it when A goes.
+#[test]
+fn a_bound_group_member_killed_before_its_reply_binds_nothing() {
+    let s = Server::start();
+    let mut h = Raw::connect(&s);
+    h.acquire("x", "H");
+    let mut w = Vec::new();
+    for (i, (token, bind)) in [("T", true), ("T", true), ("U", false)].iter().enumerate() {
+        let mut c = Raw::connect(&s);
+        let id = c.call(&["CLIENT", "ID"]).int().to_string();
+        let mut cmd = vec!["LOCK.ACQUIRE", "x", token, "60", "BLOCK", "0"];
+        if *bind {
+            cmd.push("BIND");
+        }
+        c.send(&[&cmd]);
+        s.wait_blocked(i as i64 + 1);
+        w.push((c, id));
+    }
+    let b = w[1].1.clone();
+    h.send(&[
+        &["LOCK.RELEASE", "x", "H"][..],
+        &["CLIENT", "KILL", "ID", b.as_str()][..],
+    ]);
+    assert_eq!(h.read("release"), R::Int(1));
+    assert_eq!(h.read("kill B"), R::Int(1));
+    w[0].0.answered_once(&R::ok(), "A");
+    s.wait_blocked(1);
+    assert_eq!(
+        h.owner("x").as_deref(),
+        Some("T"),
+        "A was told OK: T holds x"
+    );
+    assert_eq!(
+        w[2].0.next(Duration::from_millis(100)),
+        Err(End::Quiet),
+        "C must not be handed a lock T holds"
+    );
+    let a = w[0].1.clone();
+    assert_eq!(h.call(&["CLIENT", "KILL", "ID", a.as_str()]), R::Int(1));
+    w[2].0.answered_once(&R::ok(), "C, once A (bound) is gone");
+    assert_eq!(h.owner("x").as_deref(), Some("U"));
+}

@@ -161,6 +161,43 @@ impl Raw {
         }
     }
 
+    /// A reply that has already arrived, without waiting: `Err(End::Quiet)` if none has.
+    pub fn poll(&mut self) -> Result<R, End> {
+        if let Some((r, n)) = parse(&self.buf) {
+            self.buf.drain(..n);
+            return Ok(r);
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let got = match &mut self.stream {
+            Stream::Unix(s) => s.set_nonblocking(true).and_then(|_| {
+                let got = s.read(&mut chunk);
+                s.set_nonblocking(false).map(|_| got)
+            }),
+            Stream::Tcp(s) => s.set_nonblocking(true).and_then(|_| {
+                let got = s.read(&mut chunk);
+                s.set_nonblocking(false).map(|_| got)
+            }),
+        };
+        match got {
+            Ok(Ok(0)) => Err(End::Closed),
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                match parse(&self.buf) {
+                    Some((r, n)) => {
+                        self.buf.drain(..n);
+                        Ok(r)
+                    }
+                    // Part of a reply: the rest is on its way.
+                    None => self.next(DEADLINE),
+                }
+            }
+            Ok(Err(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                Err(End::Quiet)
+            }
+            Ok(Err(_)) | Err(_) => Err(End::Closed),
+        }
+    }
+
     /// The next reply; fails the test if none comes before the deadline.
     pub fn read(&mut self, what: &str) -> R {
         self.next(DEADLINE)
