@@ -6,7 +6,9 @@
 //! same-token groups form), python-redis-lock clients (its `SET NX EX`, `BLPOP` on the signal
 //! list, its release script), acquires inside `MULTI` and `EVAL`, and from a control
 //! connection releases, wrong-token releases, a release and a `CLIENT KILL` of a waiter in one
-//! write (one event-loop pass), kills of bound holders, `CLIENT UNBLOCK`, `DEL` and `FLUSHALL`.
+//! write (one event-loop pass), kills of bound holders, `CLIENT UNBLOCK`, `DEL`, `FLUSHALL`,
+//! `CLIENT PAUSE WRITE` with a kill and a release held back by it, the eviction of every key
+//! (locks and fence counters) under `maxmemory`, and a user whose ACL allows one lock only.
 //! Leases are long: a lock ends only by a step the ledger sees.
 //!
 //! After every step, once every outstanding reply is in or its client is blocked:
@@ -83,6 +85,8 @@ struct Hold {
 }
 
 struct Run {
+    /// A connection of a user who may use lock `i0` only.
+    limited: Raw,
     s: Server,
     ctl: Raw,
     rng: StdRng,
@@ -91,6 +95,10 @@ struct Run {
     max_fence: Vec<i64>,
     py_ids: u64,
     seq: u64,
+    /// Keys may be evicted now: a hold may end at any moment, unseen.
+    evicting: bool,
+    /// The holds told during an eviction step (their order is not known).
+    evicted_window: Vec<(usize, Hold)>,
     step: usize,
     seed: u64,
     log: Vec<String>,
@@ -124,7 +132,23 @@ impl Run {
         let s = Server::start();
         let ctl = Raw::connect(&s);
         let actors = (0..ACTORS).map(|_| connect(&s)).collect();
+        let mut ctl = ctl;
+        let r = ctl.call(&[
+            "ACL",
+            "SETUSER",
+            "limited",
+            "on",
+            ">pw",
+            "~lock:i0",
+            "~lock-signal:i0",
+            "~lock-fence:i0",
+            "+@all",
+        ]);
+        assert_eq!(r, R::ok());
+        let mut limited = Raw::connect(&s);
+        assert_eq!(limited.call(&["AUTH", "limited", "pw"]), R::ok());
         Run {
+            limited,
             s,
             ctl,
             rng: StdRng::seed_from_u64(seed),
@@ -133,6 +157,8 @@ impl Run {
             max_fence: vec![0; NAMES.len()],
             py_ids: 0,
             seq: 0,
+            evicting: false,
+            evicted_window: Vec::new(),
             step: 0,
             seed,
             log: Vec::new(),
@@ -169,7 +195,7 @@ impl Run {
     ) {
         let held = self.holds[name].clone();
         if let Some(h) = &held {
-            if h.token != token && !h.may_have_ended {
+            if h.token != token && !h.may_have_ended && !self.evicting {
                 fail(
                     self,
                     &format!(
@@ -205,14 +231,18 @@ impl Run {
             "  -> {token:?} holds {} (fence {fence:?}, bound {bound:?})",
             NAMES[name]
         ));
-        self.holds[name] = Some(Hold {
+        let hold = Hold {
             token: token.to_string(),
             python,
             fence,
             bound,
             may_have_ended: false,
             seq,
-        });
+        };
+        if self.evicting {
+            self.evicted_window.push((name, hold.clone()));
+        }
+        self.holds[name] = Some(hold);
     }
 
     /// An acquire's reply, for actor `i` (`block`: it may have waited).
@@ -244,6 +274,8 @@ impl Run {
             },
             (R::Bulk(None), _, _) => (None, None),
             (R::Error(e), _, _) if e.starts_with("UNBLOCKED") => (None, None),
+            // Sent during a pause, run under the eviction step's maxmemory.
+            (R::Error(e), _, _) if e.starts_with("OOM") => (None, None),
             _ => fail(
                 self,
                 &format!(
@@ -449,7 +481,7 @@ impl Run {
 
     fn step(&mut self) {
         let name = self.rng.random_range(0..NAMES.len());
-        let roll = self.rng.random_range(0..100);
+        let roll = self.rng.random_range(0..112);
         match roll {
             0..=39 => {
                 let Some(i) = self.idle() else { return };
@@ -612,6 +644,98 @@ impl Run {
                 let key = format!("lock:{}", NAMES[name]);
                 self.ctl.call(&["DEL", key.as_str()]);
                 self.holds[name] = None;
+            }
+            100..=103 => {
+                // A user who may use i0 only: refused the others, with nothing changed.
+                let token = TOKENS[self.rng.random_range(0..TOKENS.len())].to_string();
+                let r = self
+                    .limited
+                    .call(&["LOCK.ACQUIRE", NAMES[name], &token, "600", "FENCE"]);
+                self.note(format!(
+                    "limited user: LOCK.ACQUIRE {} {token} FENCE -> {r:?}",
+                    NAMES[name]
+                ));
+                match (name, &r) {
+                    (0, R::Error(e)) => {
+                        fail(self, &format!("the limited user refused its own lock: {e}"))
+                    }
+                    (0, _) => {
+                        self.seq += 1;
+                        let seq = self.seq;
+                        self.acquire_reply(usize::MAX, 0, Some(token), true, false, seq, r)
+                    }
+                    (_, R::Error(e)) if e.starts_with("NOPERM") => {}
+                    _ => fail(
+                        self,
+                        &format!("the limited user was not refused {}: {r:?}", NAMES[name]),
+                    ),
+                }
+            }
+            104..=106 => {
+                // Writes paused for a moment: a waiter killed meanwhile, a release sent
+                // meanwhile; both wait for the end. A write of the control connection's own
+                // is held too: once it is answered, all that was held has run, in order.
+                let ms = self.rng.random_range(2..15).to_string();
+                self.note(format!("CLIENT PAUSE {ms} WRITE"));
+                assert_eq!(self.ctl.call(&["CLIENT", "PAUSE", &ms, "WRITE"]), R::ok());
+                if let Some(&k) = self.waiting_on(name).first() {
+                    let id = self.actors[k].id.clone();
+                    self.note(format!("  CLIENT KILL actor {k} while paused"));
+                    assert_eq!(
+                        self.ctl.call(&["CLIENT", "KILL", "ID", id.as_str()]),
+                        R::Int(1)
+                    );
+                    self.replace(k);
+                }
+                if let Some(h) = self.holds[name].clone() {
+                    let (cmd, want) = self.release_cmd(name, &h);
+                    self.note(format!(
+                        "  release {} by {:?} while paused",
+                        NAMES[name], h.token
+                    ));
+                    let r = self.ctl.call(&cmd);
+                    if r != want && !h.may_have_ended {
+                        fail(self, &format!("the holder's release replied {r:?}"));
+                    }
+                    self.holds[name] = None;
+                }
+                self.ctl.call(&["SET", "pause-over", "1"]);
+            }
+            107..=108 => {
+                // Eviction of every key (locks and fence counters alike), then memory back.
+                self.note("maxmemory 1, allkeys-random: evict".into());
+                for cmd in [
+                    &["CONFIG", "SET", "maxmemory-policy", "allkeys-random"][..],
+                    &["CONFIG", "SET", "maxmemory", "1"][..],
+                ] {
+                    assert_eq!(self.ctl.call(cmd), R::ok());
+                }
+                // Until maxmemory is back (and what was granted meanwhile is read), any hold
+                // may be evicted: even the grants the module makes in between.
+                self.evicting = true;
+                let r = self.ctl.call(&["SET", "evict-me", "x"]);
+                assert_eq!(self.ctl.call(&["CONFIG", "SET", "maxmemory", "0"]), R::ok());
+                self.note(format!("  SET under maxmemory 1 -> {r:?}"));
+                self.settle();
+                self.evicting = false;
+                // Which of the holds told meanwhile is the last is LOCK.OWNER's to say; none
+                // is certain to last (a later eviction took it, unseen).
+                let window = std::mem::take(&mut self.evicted_window);
+                for (n, name) in NAMES.iter().enumerate() {
+                    let owner = self.ctl.owner(name);
+                    let told = window
+                        .iter()
+                        .rev()
+                        .find(|(w, h)| *w == n && Some(&h.token) == owner.as_ref())
+                        .map(|(_, h)| h.clone());
+                    self.note(format!("  after the eviction {name} is {owner:?}'s"));
+                    if let Some(h) = told {
+                        self.holds[n] = Some(h);
+                    }
+                    if let Some(h) = &mut self.holds[n] {
+                        h.may_have_ended = true;
+                    }
+                }
             }
             _ => {
                 self.note("FLUSHALL".into());
