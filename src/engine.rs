@@ -819,6 +819,21 @@ fn hand_over_or_free(
     now: i64,
     signal: bool,
 ) {
+    // One pass per group of waiters that cannot be given what they asked for (a fence): a
+    // loop, not a recursion, as clients choose how many such waiters there are.
+    while !let_go_once(ctx, key, name, key_name, now, signal) {}
+}
+
+/// One pass of `hand_over_or_free`: false when the first waiters were refused (answered with
+/// an error, out of the queue) and the next must be looked at.
+fn let_go_once(
+    ctx: Ctx,
+    key: &mut Key,
+    name: &[u8],
+    key_name: &[u8],
+    now: i64,
+    signal: bool,
+) -> bool {
     let (timed_out, next) = with(|s| {
         if s.core.waiting() == 0 {
             return (Vec::new(), Next::Free);
@@ -875,7 +890,7 @@ fn hand_over_or_free(
                             });
                             redis::unblock(h, Unblocked::Failed);
                         }
-                        return hand_over_or_free(ctx, key, name, key_name, now, signal);
+                        return false;
                     }
                 }
             } else {
@@ -928,6 +943,7 @@ fn hand_over_or_free(
             rearm(ctx);
         }
     }
+    true
 }
 
 /// What becomes of a lock being let go.

@@ -185,3 +185,39 @@ fn a_stale_holder_is_refused_by_a_fenced_storage() {
         R::Bulk(Some(b"from-b".to_vec()))
     );
 }
+
+/// FENCE waiters that cannot be given a fence (`lock-fence:<name>` made a string while they
+/// wait) are refused one group after another when the lock is let go: a loop, whatever their
+/// number. As a recursion (one frame per waiter) 2,000 of them overflowed a 256 KB stack and
+/// the server died (SIGSEGV); about 24,000 did on the default 8 MB.
+#[test]
+fn thousands_of_waiters_refused_a_fence_do_not_overflow_the_stack() {
+    const WAITERS: usize = 2_000;
+    let s = Server::with(Options {
+        stack_kb: Some(256),
+        ..Options::default()
+    });
+    let mut c = Raw::connect(&s);
+    assert_eq!(c.call(&["LOCK.ACQUIRE", "deep", "holder", "60"]), R::ok());
+    let mut waiters: Vec<Raw> = (0..WAITERS)
+        .map(|i| {
+            let mut w = Raw::connect(&s);
+            let token = format!("w{i}");
+            w.send(&[&["LOCK.ACQUIRE", "deep", &token, "60", "BLOCK", "0", "FENCE"]]);
+            w
+        })
+        .collect();
+    s.wait_blocked(WAITERS as i64);
+    assert_eq!(c.call(&["SET", "lock-fence:deep", "not a hash"]), R::ok());
+    assert_eq!(c.release("deep", "holder"), 1);
+    for w in &mut waiters {
+        match w.read("a refused waiter") {
+            R::Error(e) => assert!(e.contains("fence"), "{e}"),
+            other => panic!("wanted the fence error, got {other:?}"),
+        }
+    }
+    // The server lives, and nobody holds the lock.
+    assert_eq!(c.call(&["PING"]), R::Status("PONG".into()));
+    assert_eq!(c.owner("deep"), None);
+    s.wait_blocked(0);
+}
