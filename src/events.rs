@@ -96,6 +96,9 @@ fn key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
     let Some(name) = key.strip_prefix(keys::LOCK_PREFIX) else {
         return;
     };
+    if !matches!(event, b"expire" | b"persist") {
+        engine::lock_replaced(name);
+    }
     let frees = matches!(
         event,
         b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from"
