@@ -57,8 +57,9 @@ struct State {
     /// By name: the database, token and fence of the current acquisition of a held lock given
     /// a fence: a retry by that token while it holds the lock throughout is given the same
     /// fence. Forgotten as soon as the lock is let go, or may have been (an event on
-    /// `lock:<name>` other than a new expiry, a `SET` of it, a flush, swap, load or role
-    /// change), in any database: then the holder's next `FENCE` is a new fence.
+    /// `lock:<name>` other than a new expiry, an overwrite by `SET`, `SETEX`, `PSETEX`,
+    /// `GETSET` or `MSET`, a flush, swap, load or role change), in any database: then the
+    /// holder's next `FENCE` is a new fence.
     fence_holders: HashMap<Box<[u8]>, FenceHolder>,
     /// Waiters that asked for `BIND`, and their clients: bound when handed the lock.
     bind_on_grant: HashMap<Handle, u64>,
@@ -606,7 +607,8 @@ fn forget_fence_holder(s: &mut State, name: &[u8]) {
 }
 
 /// An event on `lock:<name>` other than a new expiry (`del`, `expired`, `evicted`, a rename, a
-/// move, a restore, ...): whoever holds it now has not held it throughout.
+/// move, a restore, ...), or a command overwriting it: whoever holds it now has not held it
+/// throughout.
 pub fn lock_replaced(name: &[u8]) {
     with(|s| forget_fence_holder(s, name));
 }

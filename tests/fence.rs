@@ -242,8 +242,8 @@ fn wait_free(c: &mut Raw, name: &str) {
 /// Only a retry by the holder, while it holds the lock throughout, gets its fence again. Every
 /// new acquisition by the same token gets a new one: after a release, an expiry, a holder in
 /// between (python-redis-lock, a fenceless acquire, a SET), a hand-over to a waiter with that
-/// token, a BIND take-back, a reset, a MOVE. (Each case repeated the fence before: the counter
-/// remembered only the token it went to, not the acquisition.)
+/// token, a BIND take-back, a reset, a MOVE, an overwrite. (Each case repeated the fence before:
+/// the counter remembered only the token it went to, not the acquisition.)
 #[test]
 fn a_new_acquisition_by_the_same_token_gets_a_new_fence() {
     let s = Server::start();
@@ -262,7 +262,7 @@ fn a_new_acquisition_by_the_same_token_gets_a_new_fence() {
     // Each case on its own lock, held by A with a fence; the fences it gives out after must
     // each be above the one before.
     type Case<'a> = (&'a str, &'a dyn Fn(&mut Raw, &str) -> Vec<i64>);
-    let cases: [Case; 9] = [
+    let cases: [Case; 10] = [
         ("release", &|c, n| {
             assert_eq!(c.release(n, "A"), 1);
             vec![take(c, n)]
@@ -289,6 +289,20 @@ fn a_new_acquisition_by_the_same_token_gets_a_new_fence() {
             assert_eq!(c.call(&["SET", &key, "B"]), R::ok());
             assert_eq!(c.call(&["SET", &key, "A"]), R::ok());
             vec![take(c, n)]
+        }),
+        ("SETEX, PSETEX, GETSET, MSET back to A", &|c, n| {
+            let key = format!("lock:{n}");
+            let mut fences = Vec::new();
+            for write in [
+                vec!["SETEX", &key, "60", "A"],
+                vec!["PSETEX", &key, "60000", "A"],
+                vec!["GETSET", &key, "A"],
+                vec!["MSET", "other", "x", &key, "A"],
+            ] {
+                assert!(!matches!(c.call(&write), R::Error(_)), "{write:?}");
+                fences.push(take(c, n));
+            }
+            fences
         }),
         ("LOCK.RESETALL", &|c, n| {
             assert!(c.call(&["LOCK.RESETALL"]).int() >= 1);
