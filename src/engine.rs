@@ -555,8 +555,7 @@ fn acquired(token: Option<Vec<u8>>, fence: Option<i64>) -> Reply {
 
 /// `lock-fence:<name>`: the last fence issued (0: none yet, or the counter was lost).
 fn read_fence(ctx: Ctx, name: &[u8]) -> Result<i64, CmdError> {
-    let (fence, _token) = ctx.fence_get(&keys::fence_key(name))?;
-    match fence {
+    match keys::read_fence(ctx, name)? {
         None => Ok(0),
         Some(f) => fence::parse(&f)
             .ok_or_else(|| CmdError("ERR lock-fence:<name> holds no fence counter".into())),
@@ -586,7 +585,7 @@ fn issue_fence(
     }
     let next = fence::next(last, fence::now_us())
         .ok_or_else(|| CmdError("ERR the lock's fence counter is exhausted".into()))?;
-    ctx.fence_set(&keys::fence_key(name), next, token)?;
+    keys::write_fence(ctx, name, next, token)?;
     with(|s| {
         let holder = FenceHolder {
             db,
