@@ -26,6 +26,7 @@ use std::sync::{LazyLock, Mutex};
 
 use crate::config::{self, PythonSignal};
 use crate::core::{later, timer_period, Check, Core, Grant, LockId, Removed};
+use crate::fence;
 use crate::keys;
 use crate::python::PythonWaiters;
 use crate::redis::{self, CmdError, CmdResult, Ctx, Handle, Info, Key, Kind, Reply, Unblocked};
@@ -53,12 +54,26 @@ struct State {
     fenced: HashSet<Handle>,
     /// The fences handed to granted waiters, until their reply goes out.
     fence_of: HashMap<Handle, i64>,
+    /// By name: the database, token and fence of the current acquisition of a held lock given
+    /// a fence: a retry by that token while it holds the lock throughout is given the same
+    /// fence. Forgotten as soon as the lock is let go, or may have been (an event on
+    /// `lock:<name>` other than a new expiry, an overwrite by `SET`, `SETEX`, `PSETEX`,
+    /// `GETSET` or `MSET`, a flush, swap, load or role change), in any database: then the
+    /// holder's next `FENCE` is a new fence.
+    fence_holders: HashMap<Box<[u8]>, FenceHolder>,
     /// Waiters that asked for `BIND`, and their clients: bound when handed the lock.
     bind_on_grant: HashMap<Handle, u64>,
     /// Bound locks: the client they are bound to, and the token they were bound with.
     bound: HashMap<LockId, (u64, Box<[u8]>)>,
     /// The locks bound to each client (may name locks bound elsewhere since: `bound` decides).
     bound_by_client: HashMap<u64, Vec<LockId>>,
+}
+
+/// Who was given a lock's last fence, for the current acquisition (`State::fence_holders`).
+struct FenceHolder {
+    db: i32,
+    token: Box<[u8]>,
+    fence: i64,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
@@ -70,6 +85,7 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
         server_made: HashSet::new(),
         fenced: HashSet::new(),
         fence_of: HashMap::new(),
+        fence_holders: HashMap::new(),
         bind_on_grant: HashMap::new(),
         bound: HashMap::new(),
         bound_by_client: HashMap::new(),
@@ -94,6 +110,7 @@ pub fn forget_everything() {
         s.server_made = HashSet::new();
         s.fenced = HashSet::new();
         s.fence_of = HashMap::new();
+        s.fence_holders = HashMap::new();
         s.bind_on_grant = HashMap::new();
         s.bound = HashMap::new();
         s.bound_by_client = HashMap::new();
@@ -223,6 +240,7 @@ pub fn python_tries(name: &[u8]) {
     let now = Ctx::now_ms();
     with(|s| {
         s.python.set(name, now);
+        forget_fence_holder(s, name);
         // If it was its turn, it has come: the lock is its own from here (or someone's).
         if !s.python_turns.is_empty() {
             s.python_turns.remove(name);
@@ -330,13 +348,15 @@ pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquir
     let held_until = if let Some(until) = turn {
         Some(until)
     } else if key.kind() == Kind::Empty || keys::holds(&key, token) {
-        if let Some((last, _)) = &last_fence {
+        if let Some(last) = last_fence {
             // Checked before the lock is written.
-            if *last == i64::MAX {
+            if last == i64::MAX {
                 return Err(CmdError("ERR the lock's fence counter is exhausted".into()));
             }
         }
         let at = later(now, how.ttl_ms);
+        // Held by `token` already: a retry or renewal of the same acquisition.
+        let retry = key.kind() != Kind::Empty;
         if key.kind() == Kind::Empty {
             keys::write_owner(ctx, &mut key, key_name, token, at);
         } else {
@@ -346,8 +366,13 @@ pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquir
         stats::bump(Counter::AcquiredAtOnce);
         set_binding(ctx, name, token, how.bind.then(|| ctx.client_id()));
         let fence = match last_fence {
-            Some(last) => Some(issue_fence(ctx, name, token, last)?),
-            None => None,
+            Some(last) => Some(issue_fence(ctx, name, token, last, retry)?),
+            None => {
+                if !retry {
+                    with(|s| forget_fence_holder(s, name));
+                }
+                None
+            }
         };
         return Ok(acquired(how.reply_token.then(|| token.to_vec()), fence));
     } else {
@@ -425,7 +450,7 @@ pub fn lock_info(ctx: Ctx, name: &[u8], key_name: &[u8]) -> CmdResult {
         (
             "fence",
             match read_fence(ctx, name) {
-                Ok((last, _)) if last > 0 => Reply::Int(last),
+                Ok(last) if last > 0 => Reply::Int(last),
                 _ => Reply::Nil,
             },
         ),
@@ -537,38 +562,63 @@ fn acquired(token: Option<Vec<u8>>, fence: Option<i64>) -> Reply {
     }
 }
 
-/// `lock-fence:<name>`: the last fence issued (0: none yet) and the token it went to.
-fn read_fence(ctx: Ctx, name: &[u8]) -> Result<(i64, Option<Vec<u8>>), CmdError> {
-    let (fence, token) = ctx.fence_get(&keys::fence_key(name))?;
-    let last = match fence {
-        None => 0,
-        Some(f) => std::str::from_utf8(&f)
-            .ok()
-            .and_then(|f| f.parse::<i64>().ok())
-            .filter(|f| *f >= 0)
-            .ok_or_else(|| CmdError("ERR lock-fence:<name> holds no fence counter".into()))?,
-    };
-    Ok((last, token))
+/// `lock-fence:<name>`: the last fence issued (0: none yet, or the counter was lost).
+fn read_fence(ctx: Ctx, name: &[u8]) -> Result<i64, CmdError> {
+    match keys::read_fence(ctx, name)? {
+        None => Ok(0),
+        Some(f) => fence::parse(&f)
+            .ok_or_else(|| CmdError("ERR lock-fence:<name> holds no fence counter".into())),
+    }
 }
 
-/// The fence to hand `token`, which now holds `name`: the one it was given if it is the last
-/// issued (a retry), else a new one, one above the last. Written before it is replied.
+/// The fence for `token`, which now holds `name`: on a `retry` of the acquisition that was
+/// given the last fence, that fence again; else a new one, above `last` and not below the
+/// clock (`fence::next`). Written (a plain `HSET`) before it is replied.
 fn issue_fence(
     ctx: Ctx,
     name: &[u8],
     token: &[u8],
-    last: (i64, Option<Vec<u8>>),
+    last: i64,
+    retry: bool,
 ) -> Result<i64, CmdError> {
-    let (last, owner) = last;
-    if last > 0 && owner.as_deref() == Some(token) {
-        return Ok(last);
+    let db = ctx.db();
+    if retry {
+        let same = with(|s| {
+            s.fence_holders
+                .get(name)
+                .is_some_and(|h| h.db == db && *h.token == *token && h.fence == last && last > 0)
+        });
+        if same {
+            return Ok(last);
+        }
     }
-    let next = last
-        .checked_add(1)
+    let next = fence::next(last, fence::now_us())
         .ok_or_else(|| CmdError("ERR the lock's fence counter is exhausted".into()))?;
-    ctx.fence_set(&keys::fence_key(name), next, token)?;
+    keys::write_fence(ctx, name, next, token)?;
+    with(|s| {
+        let holder = FenceHolder {
+            db,
+            token: token.into(),
+            fence: next,
+        };
+        s.fence_holders.insert(name.into(), holder)
+    });
     stats::bump(Counter::FencesIssued);
     Ok(next)
+}
+
+/// The lock `name` is let go, or may have been: its holder's next `FENCE` gets a new fence.
+fn forget_fence_holder(s: &mut State, name: &[u8]) {
+    if !s.fence_holders.is_empty() {
+        s.fence_holders.remove(name);
+    }
+}
+
+/// An event on `lock:<name>` other than a new expiry (`del`, `expired`, `evicted`, a rename, a
+/// move, a restore, ...), or a command overwriting it: whoever holds it now has not held it
+/// throughout.
+pub fn lock_replaced(name: &[u8]) {
+    with(|s| forget_fence_holder(s, name));
 }
 
 /// The server unblocked a waiter without the module: a disconnection, or a demotion to
@@ -653,7 +703,11 @@ pub fn lock_changed(ctx: Ctx, name: &[u8]) {
 
 /// A flush, swap, reload or role change: look at every waited-for lock of `db` (None: all).
 pub fn databases_changed(ctx: Ctx, db: Option<i32>) {
-    with(|s| s.core.schedule_all(db, Ctx::now_ms()));
+    with(|s| {
+        s.core.schedule_all(db, Ctx::now_ms());
+        s.fence_holders
+            .retain(|_, holder| db.is_some_and(|db| holder.db != db));
+    });
     rearm(ctx);
 }
 
@@ -828,6 +882,22 @@ fn hand_over_or_free(
     now: i64,
     signal: bool,
 ) {
+    with(|s| forget_fence_holder(s, name));
+    // One pass per group of waiters that cannot be given what they asked for (a fence): a
+    // loop, not a recursion, as clients choose how many such waiters there are.
+    while !let_go_once(ctx, key, name, key_name, now, signal) {}
+}
+
+/// One pass of `hand_over_or_free`: false when the first waiters were refused (answered with
+/// an error, out of the queue) and the next must be looked at.
+fn let_go_once(
+    ctx: Ctx,
+    key: &mut Key,
+    name: &[u8],
+    key_name: &[u8],
+    now: i64,
+    signal: bool,
+) -> bool {
     let (timed_out, next) = with(|s| {
         if s.core.waiting() == 0 {
             return (Vec::new(), Next::Free);
@@ -875,7 +945,7 @@ fn hand_over_or_free(
             });
             let last_fence = if wants_fence {
                 match read_fence(ctx, name) {
-                    Ok(last) if last.0 < i64::MAX => Some(last),
+                    Ok(last) if last < i64::MAX => Some(last),
                     _ => {
                         // No fence to give: these waiters are not handed the lock; the next are.
                         for h in std::iter::once(grant.handle).chain(grant.also) {
@@ -884,7 +954,7 @@ fn hand_over_or_free(
                             });
                             redis::unblock(h, Unblocked::Failed);
                         }
-                        return hand_over_or_free(ctx, key, name, key_name, now, signal);
+                        return false;
                     }
                 }
             } else {
@@ -895,7 +965,8 @@ fn hand_over_or_free(
             let at = later(now, grant.ttl_ms);
             keys::write_owner(ctx, key, key_name, &grant.token, at);
             if let Some(last) = last_fence {
-                if let Ok(fence) = issue_fence(ctx, name, &grant.token, last) {
+                // A new acquisition: a new fence, whoever held the lock before.
+                if let Ok(fence) = issue_fence(ctx, name, &grant.token, last, false) {
                     with(|s| {
                         for h in std::iter::once(&grant.handle).chain(&grant.also) {
                             if s.fenced.contains(h) {
@@ -932,6 +1003,7 @@ fn hand_over_or_free(
             rearm(ctx);
         }
     }
+    true
 }
 
 /// What becomes of a lock being let go.

@@ -23,7 +23,10 @@ pub fn handlers() -> Handlers {
 ///   `LOCK.UNBLOCK <id> [how]`;
 /// - python-redis-lock's acquire: `SET lock:<name> ...` and `BLPOP lock-signal:<name> ...
 ///   timeout` (also `BRPOP`), which tell the engine a python client may wait for `name`, and
-///   its release's `LPUSH lock-signal:<name>`, which wakes one.
+///   its release's `LPUSH lock-signal:<name>`, which wakes one;
+/// - `SETEX`, `PSETEX`, `GETSET` and `MSET` of `lock:<name>` (string writes raise no event the
+///   module hears): whoever holds it afterwards has not held it throughout (`SET` is told
+///   through `python_tries`).
 ///
 /// Everything else is two length checks and at most a few byte compares.
 fn command(cmd: &Filtered) {
@@ -35,6 +38,19 @@ fn command(cmd: &Filtered) {
     if name.eq_ignore_ascii_case(b"set") {
         if let Some(lock) = cmd.arg(1).strip_prefix(keys::LOCK_PREFIX) {
             engine::python_tries(lock);
+        }
+    } else if name.eq_ignore_ascii_case(b"setex")
+        || name.eq_ignore_ascii_case(b"psetex")
+        || name.eq_ignore_ascii_case(b"getset")
+    {
+        if let Some(lock) = cmd.arg(1).strip_prefix(keys::LOCK_PREFIX) {
+            engine::lock_replaced(lock);
+        }
+    } else if name.eq_ignore_ascii_case(b"mset") {
+        for i in (1..argc).step_by(2) {
+            if let Some(lock) = cmd.arg(i).strip_prefix(keys::LOCK_PREFIX) {
+                engine::lock_replaced(lock);
+            }
         }
     } else if name.eq_ignore_ascii_case(b"blpop") || name.eq_ignore_ascii_case(b"brpop") {
         let Some(timeout) = block_timeout_ms(cmd.arg(argc - 1)) else {
@@ -96,6 +112,9 @@ fn key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
     let Some(name) = key.strip_prefix(keys::LOCK_PREFIX) else {
         return;
     };
+    if !matches!(event, b"expire" | b"persist") {
+        engine::lock_replaced(name);
+    }
     let frees = matches!(
         event,
         b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from"

@@ -1,6 +1,6 @@
-//! The two keys of a lock, as python-redis-lock lays them out, and the writes rlock makes to
-//! them. Every write here is paired with its replication as a plain core command with an
-//! absolute time, so replicas and the AOF need no module.
+//! The two keys of a lock, as python-redis-lock lays them out, its fence counter, and the
+//! writes rlock makes to them. Every write here is paired with its replication as a plain core
+//! command with an absolute time, so replicas and the AOF need no module.
 
 use crate::redis::{CmdError, Ctx, EventClass, Key, Kind};
 
@@ -106,6 +106,22 @@ pub fn delete(ctx: Ctx, key: &mut Key, key_name: &[u8]) -> bool {
     ctx.replicate_del(key_name);
     key.touched(ctx, &[(EventClass::Generic, c"del")]);
     true
+}
+
+/// `lock-fence:<name>`'s `fence` field as stored (None: no counter), as `HGET` reads it
+/// (`WRONGTYPE` for a key of another type).
+pub fn read_fence(ctx: Ctx, name: &[u8]) -> Result<Option<Vec<u8>>, CmdError> {
+    ctx.hget(&fence_key(name), c"fence")
+}
+
+/// `HSET lock-fence:<name> fence <fence> token <token>`: the last fence issued for `name` and
+/// whom it went to, run and replicated as that core command.
+pub fn write_fence(ctx: Ctx, name: &[u8], fence: i64, token: &[u8]) -> Result<(), CmdError> {
+    let fence = fence.to_string();
+    ctx.hset2(
+        &fence_key(name),
+        [(c"fence", fence.as_bytes()), (c"token", token)],
+    )
 }
 
 /// Wake python-redis-lock's waiters exactly as its release script does:

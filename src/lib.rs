@@ -23,6 +23,7 @@
 //! - [`python`]: who may be waiting the python-redis-lock way (plain data, like `core`).
 //! - [`config`]: the module's options (`CONFIG SET rlock.*`).
 //! - [`stats`]: the counters of `INFO rlock`.
+//! - [`fence`]: how the next fence is made (counter and clock), as plain data.
 //! - [`keys`]: the `lock:` / `lock-signal:` keys and every write to them, each replicated as a
 //!   plain core command with an absolute time and announced as the core command would be.
 //! - [`redis`]: the safe layer over the raw module API; all `unsafe` is here, and it imports
@@ -33,6 +34,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod events;
+pub mod fence;
 pub mod keys;
 pub mod python;
 pub mod redis;

@@ -1,6 +1,8 @@
 //! Commands run through the server itself (`RedisModule_Call`), where doing it by hand would
-//! get something wrong: `GET` leaves a value's encoding alone, `CLIENT UNBLOCK` is the server's.
+//! get something wrong: `GET` leaves a value's encoding alone, `CLIENT UNBLOCK` is the server's,
+//! `HSET` is replicated and announced as itself.
 
+use std::ffi::CStr;
 use std::ptr::{null, null_mut};
 
 use redis_module::raw;
@@ -16,30 +18,20 @@ impl Ctx {
         CallReply(reply).string_or_nil()
     }
 
-    /// `HMGET key fence token`: a lock's fence counter (the last fence issued) and the token it
-    /// was issued to, as the server reads them (`WRONGTYPE` for a key of another type).
-    pub fn fence_get(self, key: &[u8]) -> Result<FenceFields, CmdError> {
-        let reply = api!(RedisModule_Call(self.0, c"HMGET".as_ptr(), c"bcc".as_ptr(),
-            key.as_ptr(), key.len(), c"fence".as_ptr(), c"token".as_ptr()) else null_mut());
-        let reply = CallReply(reply);
-        if reply.kind() != raw::REDISMODULE_REPLY_ARRAY {
-            return Err(reply.error());
-        }
-        let element = |i: usize| {
-            let e = api!(RedisModule_CallReplyArrayElement(reply.0, i) else null_mut());
-            // Elements belong to the array: read, never freed on their own.
-            let e = std::mem::ManuallyDrop::new(CallReply(e));
-            e.string_or_nil().ok().flatten()
-        };
-        Ok((element(0), element(1)))
+    /// `HGET key field` through the server itself: `Ok(None)` for a missing key or field; a
+    /// key of another type is the server's `WRONGTYPE` error.
+    pub fn hget(self, key: &[u8], field: &CStr) -> Result<Option<Vec<u8>>, CmdError> {
+        let reply = api!(RedisModule_Call(self.0, c"HGET".as_ptr(), c"bc".as_ptr(),
+            key.as_ptr(), key.len(), field.as_ptr()) else null_mut());
+        CallReply(reply).string_or_nil()
     }
 
-    /// `HSET key fence <fence> token <token>`, run and replicated as the core command.
-    pub fn fence_set(self, key: &[u8], fence: i64, token: &[u8]) -> Result<(), CmdError> {
-        let n = fence.to_string();
+    /// `HSET key field value [field value]`, run and replicated as the core command.
+    pub fn hset2(self, key: &[u8], fields: [(&CStr, &[u8]); 2]) -> Result<(), CmdError> {
+        let [(f1, v1), (f2, v2)] = fields;
         let reply = api!(RedisModule_Call(self.0, c"HSET".as_ptr(), c"!bcbcb".as_ptr(),
-            key.as_ptr(), key.len(), c"fence".as_ptr(), n.as_ptr(), n.len(),
-            c"token".as_ptr(), token.as_ptr(), token.len()) else null_mut());
+            key.as_ptr(), key.len(), f1.as_ptr(), v1.as_ptr(), v1.len(),
+            f2.as_ptr(), v2.as_ptr(), v2.len()) else null_mut());
         CallReply(reply).integer().map(|_| ())
     }
 
@@ -79,9 +71,6 @@ pub fn clients_blocked_in(ctx: Ctx, commands: &[&str]) -> Option<Vec<u64>> {
         .collect();
     Some(ids)
 }
-
-/// A fence hash's `fence` and `token` fields, as stored (each may be missing).
-pub type FenceFields = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// What the server says about the client with id `id` (None: no such client, or the API is
 /// missing).

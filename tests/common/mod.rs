@@ -97,6 +97,9 @@ pub struct Options {
     pub tcp: bool,
     pub args: Vec<String>,
     pub dir: Option<PathBuf>,
+    /// Start the server with this stack size (KB, `ulimit -s`), to show that no recursion a
+    /// client controls can overflow it.
+    pub stack_kb: Option<u32>,
 }
 
 impl Default for Options {
@@ -106,6 +109,7 @@ impl Default for Options {
             tcp: false,
             args: Vec::new(),
             dir: None,
+            stack_kb: None,
         }
     }
 }
@@ -133,14 +137,20 @@ impl Server {
             })
             .unwrap_or_default();
         let binary = server_binary();
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(&binary);
-                cmd
-            }
-            None => Command::new(&binary),
-        };
+        let mut line: Vec<String> = wrapper.clone();
+        line.push(binary.clone());
+        if let Some(kb) = opts.stack_kb {
+            let mut sh = vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("ulimit -s {kb} && exec \"$@\""),
+                "sh".to_string(),
+            ];
+            sh.append(&mut line);
+            line = sh;
+        }
+        let mut cmd = Command::new(&line[0]);
+        cmd.args(&line[1..]);
         cmd.arg("--save")
             .arg("")
             .arg("--dir")

@@ -118,6 +118,18 @@ def test_fence_grows_with_every_holder(r):
     assert rlock.Lock(r, 'plain', expire=60).fence is None
 
 
+def test_one_lock_object_gets_a_new_fence_at_every_acquire(r):
+    # One Lock keeps its id: each acquire after a release is a new acquisition, with a new fence
+    # (the same fence came back before: the server only remembered the token).
+    lock = rlock.Lock(r, 'refenced', expire=60, fence=True)
+    fences = []
+    for _ in range(3):
+        assert lock.acquire()
+        fences.append(lock.fence)
+        lock.release()
+    assert fences == sorted(set(fences)), fences
+
+
 def test_python_redis_lock_and_rlock_wake_each_other(r, new_client, spawn):
     theirs = redis_lock.Lock(r, 'shared', expire=60)
     assert theirs.acquire()
