@@ -99,6 +99,8 @@ struct Run {
     evicting: bool,
     /// The holds told during an eviction step (their order is not known).
     evicted_window: Vec<(usize, Hold)>,
+    /// The fences replied during an eviction step.
+    window_fences: Vec<(usize, i64, String)>,
     step: usize,
     seed: u64,
     log: Vec<String>,
@@ -159,6 +161,7 @@ impl Run {
             seq: 0,
             evicting: false,
             evicted_window: Vec::new(),
+            window_fences: Vec::new(),
             step: 0,
             seed,
             log: Vec::new(),
@@ -208,7 +211,10 @@ impl Run {
         let same = held
             .as_ref()
             .filter(|h| h.token == token && !h.may_have_ended);
-        if let Some(f) = fence {
+        if let (Some(f), true) = (fence, self.evicting) {
+            // Grants while keys are evicted are read out of order: checked at the end.
+            self.window_fences.push((name, f, token.to_string()));
+        } else if let Some(f) = fence {
             let retry = same.is_some_and(|h| h.fence == Some(f));
             if !retry && f <= self.max_fence[name] {
                 fail(
@@ -721,6 +727,29 @@ impl Run {
                 // Which of the holds told meanwhile is the last is LOCK.OWNER's to say; none
                 // is certain to last (a later eviction took it, unseen).
                 let window = std::mem::take(&mut self.evicted_window);
+                // Fences replied meanwhile: each above every fence before, none twice (a
+                // same-token group shares one).
+                let mut fences = std::mem::take(&mut self.window_fences);
+                fences.sort_unstable();
+                fences.dedup();
+                for (i, (n, f, token)) in fences.iter().enumerate() {
+                    if *f <= self.max_fence[*n] {
+                        let what = format!(
+                            "fence {f} for {} to {token:?}: not above {} issued before",
+                            NAMES[*n], self.max_fence[*n]
+                        );
+                        fail(self, &what);
+                    }
+                    if fences.get(i + 1).is_some_and(|(m, g, _)| m == n && g == f) {
+                        fail(
+                            self,
+                            &format!("fence {f} for {} given to two tokens", NAMES[*n]),
+                        );
+                    }
+                }
+                for (n, f, _) in fences {
+                    self.max_fence[n] = self.max_fence[n].max(f);
+                }
                 for (n, name) in NAMES.iter().enumerate() {
                     let owner = self.ctl.owner(name);
                     let told = window
