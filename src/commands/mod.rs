@@ -231,6 +231,21 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             args: &[],
         },
         CommandSpec {
+            name: c"LOCK.CLIENTUNBLOCK",
+            entry: entry_point!(unblock::run),
+            flags: c"admin no-auth deny-script allow-loading allow-stale",
+            arity: -2,
+            summary: c"Internal: what the module's command filter makes `CLIENT UNBLOCK` of an authenticated user; checks CLIENT UNBLOCK's rights itself. Sent by a client, it is LOCK.UNBLOCK.",
+            complexity: c"O(1)",
+            takes_name: false,
+            writes: false,
+            acl_categories: Some(c"admin slow dangerous connection"),
+            args: &[
+                (c"client-id", ArgType::Integer, None, false),
+                (c"reason", ArgType::String, None, true),
+            ],
+        },
+        CommandSpec {
             name: c"LOCK.UNBLOCK",
             entry: entry_point!(unblock::run),
             flags: c"admin deny-script allow-loading allow-stale",

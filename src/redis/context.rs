@@ -58,11 +58,6 @@ impl Ctx {
         api!(RedisModule_SelectDb(self.0, db) else ERR) == OK
     }
 
-    /// Whether writes are paused now (no context needed): see `writes_paused`.
-    pub fn paused() -> bool {
-        api!(RedisModule_AvoidReplicaTraffic() else 0) != 0
-    }
-
     /// Whether writes are paused (`CLIENT PAUSE WRITE|ALL`, `FAILOVER` waiting for its replica):
     /// the server then keeps keys past their time in its dictionary and must not be written.
     pub fn writes_paused(self) -> bool {

@@ -8,7 +8,7 @@
 //! as `Option`s and treated as absent when `None`.
 //!
 //! - `context`: `Ctx`, flags, the clock, replies, replication, key scans
-//! - `acl`: may the calling user run a command (the server's judgement)
+//! - `acl`: may the calling user run a command (the server's judgement), who a client runs as
 //! - `key`: `Key`, the low-level key API, keyspace notifications of the module's writes
 //! - `blocked`: blocking and waking clients, the reply and disconnect callbacks
 //! - `timer`: the module timer
