@@ -250,7 +250,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             entry: entry_point!(unblock::run),
             flags: c"admin deny-script allow-loading allow-stale",
             arity: -2,
-            summary: c"What `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` becomes for a client waiting in LOCK.ACQUIRE: same arguments, rights and replies.",
+            summary: c"What every `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` becomes (the module's command filter), decided when it runs: a client waiting in LOCK.ACQUIRE is unblocked by the module, any other by the server's CLIENT UNBLOCK. Same arguments, rights and replies.",
             complexity: c"O(1)",
             takes_name: false,
             writes: false,
