@@ -476,9 +476,10 @@ pub fn reset_all(ctx: Ctx) -> CmdResult {
     Ok(Reply::Int(removed))
 }
 
-/// `CLIENT UNBLOCK client [TIMEOUT|ERROR]` (as `LOCK.UNBLOCK`): a queued waiter leaves its
-/// queue, answered nil or the `-UNBLOCKED` error → 1. Any other client is the server's own
-/// `CLIENT UNBLOCK`'s (a waiter already handed the lock is not waiting: 0, and it gets `OK`).
+/// `CLIENT UNBLOCK client [TIMEOUT|ERROR]` (every one becomes `LOCK.UNBLOCK`, decided here,
+/// when it runs): a queued waiter leaves its queue, answered nil or the `-UNBLOCKED` error → 1.
+/// Any other client is the server's own `CLIENT UNBLOCK`'s (a waiter already handed the lock
+/// is not waiting: 0, and it gets `OK`).
 pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
     let removed = with(|s| {
         let handle = s.core.waiter_of_client(u64::try_from(client).ok()?)?;
@@ -511,14 +512,6 @@ pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
 }
 
 // ---- blocked clients ----
-
-/// Whether `CLIENT UNBLOCK client` is the module's to serve (as `LOCK.UNBLOCK`): when the
-/// client waits in a LOCK.ACQUIRE queue (the server cannot end these waits: they have no
-/// timeout callback, so no unblock of its own can race the module's), and whenever writes are
-/// paused (see `unblock`).
-pub fn takes_unblock(client: u64) -> bool {
-    Ctx::paused() || with(|s| s.core.waiter_of_client(client).is_some())
-}
 
 /// A woken waiter is being answered: `OK` if it was handed the lock, nil if its time ran out
 /// or it was unblocked, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.

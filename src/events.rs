@@ -19,8 +19,11 @@ pub fn handlers() -> Handlers {
 }
 
 /// Every command, before it runs (those scripts run too). These matter:
-/// - `CLIENT UNBLOCK <id> [how]` of a client the module must unblock itself becomes
-///   `LOCK.UNBLOCK <id> [how]`;
+/// - `CLIENT UNBLOCK <id> [how]` (an id as the server writes them) becomes `LOCK.UNBLOCK <id>
+///   [how]`, which ends a lock wait itself and runs the server's own `CLIENT UNBLOCK` for any
+///   other client: when the sender is surely authenticated, as `LOCK.CLIENTUNBLOCK`, which the
+///   server lets anyone run and which checks `CLIENT UNBLOCK`'s rights itself (see
+///   `commands::unblock`);
 /// - python-redis-lock's acquire: `SET lock:<name> ...` and `BLPOP lock-signal:<name> ...
 ///   timeout` (also `BRPOP`), which tell the engine a python client may wait for `name`, and
 ///   its release's `LPUSH lock-signal:<name>`, which wakes one;
@@ -31,10 +34,14 @@ pub fn handlers() -> Handlers {
 /// Everything else is two length checks and at most a few byte compares.
 fn command(cmd: &Filtered) {
     let argc = cmd.len();
+    let name = cmd.arg(0);
+    if name.eq_ignore_ascii_case(b"lock.clientunblock") {
+        unblock_as_sent(cmd);
+        return;
+    }
     if argc < 3 {
         return;
     }
-    let name = cmd.arg(0);
     if name.eq_ignore_ascii_case(b"set") {
         if let Some(lock) = cmd.arg(1).strip_prefix(keys::LOCK_PREFIX) {
             engine::python_tries(lock);
@@ -70,13 +77,22 @@ fn command(cmd: &Filtered) {
     } else if argc <= 4
         && name.eq_ignore_ascii_case(b"client")
         && cmd.arg(1).eq_ignore_ascii_case(b"unblock")
+        && client_id(cmd.arg(2)).is_some()
     {
-        if let Some(id) = client_id(cmd.arg(2)) {
-            if engine::takes_unblock(id) {
-                cmd.rename(c"LOCK.UNBLOCK", 2);
-            }
+        // Whatever the target is now: whether it waits for a lock is decided when the command
+        // runs (queued in MULTI, or held back by a pause, it runs later).
+        if cmd.sender_surely_authenticated() {
+            cmd.rename(c"LOCK.CLIENTUNBLOCK", 2);
+        } else {
+            cmd.rename(c"LOCK.UNBLOCK", 2);
         }
     }
+}
+
+/// `LOCK.CLIENTUNBLOCK` skips the server's checks: only this filter may choose it. Sent by a
+/// client (a script, another module), it is `LOCK.UNBLOCK`, checked by the server as itself.
+fn unblock_as_sent(cmd: &Filtered) {
+    cmd.rename(c"LOCK.UNBLOCK", 1);
 }
 
 /// An id as the server itself reads it in `CLIENT UNBLOCK` (no sign, no leading zeros):

@@ -6,9 +6,12 @@
 //! (1 if a python-redis-lock client may be waiting for it), `bound_to` (the id of the client a
 //! `BIND` lock is bound to, or nil), `fence` (the last fence issued, or nil). Read-only: allowed
 //! on replicas.
+//!
+//! Rights: those of `GET lock:<name>`; the `fence` field is left out for a user who may not
+//! `HGET lock-fence:<name> fence` (each field is what a read command of its own would give).
 
-use super::{arity_error, check_slot, no_permission};
-use crate::redis::{CmdResult, Ctx};
+use super::{arity_error, check_slot, may_read_lock, no_permission_to_read};
+use crate::redis::{CmdResult, Ctx, Reply};
 use crate::{engine, keys};
 
 pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
@@ -17,8 +20,16 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
     };
     check_slot(ctx, name)?;
     let key_name = keys::lock_key(name);
-    if !ctx.may_access(&[&key_name], false) {
-        return Err(no_permission());
+    if !may_read_lock(ctx, &key_name) {
+        return Err(no_permission_to_read());
     }
-    engine::lock_info(ctx, name, &key_name)
+    let fence_key = keys::fence_key(name);
+    let show_fence = ctx.may_run(&[b"HGET", &fence_key, b"fence"]);
+    let mut info = engine::lock_info(ctx, name, &key_name)?;
+    if !show_fence {
+        if let Reply::Map(fields) = &mut info {
+            fields.retain(|(field, _)| *field != "fence");
+        }
+    }
+    Ok(info)
 }

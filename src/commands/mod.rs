@@ -73,7 +73,7 @@ pub fn parse_token(arg: &[u8]) -> Result<&[u8], CmdError> {
 }
 
 /// The lock's key name, after checking that this node may write the lock's keys and that the
-/// caller may use both of them.
+/// caller may write them: see `may_write_keys`.
 pub fn writable_keys(ctx: Ctx, name: &[u8], fence: bool) -> Result<keys::KeyName, CmdError> {
     if !ctx.may_write() {
         return Err(CmdError(
@@ -82,14 +82,35 @@ pub fn writable_keys(ctx: Ctx, name: &[u8], fence: bool) -> Result<keys::KeyName
     }
     check_slot(ctx, name)?;
     let lock_key = keys::lock_key(name);
-    let signal_key = keys::signal_key(name);
-    let fence_key = keys::fence_key(name);
-    let all: &[&[u8]] = &[&lock_key, &signal_key, &fence_key];
-    let keys = if fence { all } else { &all[..2] };
-    if !ctx.may_access(keys, true) {
-        return Err(no_permission());
+    if !may_write_keys(ctx, name, fence) {
+        return Err(no_permission_to_write(fence));
     }
     Ok(lock_key)
+}
+
+/// Whether the caller may read and write the lock's keys in one command, as the server would
+/// judge a core command doing it: `LMPOP n lock:<name> lock-signal:<name> [lock-fence:<name>]
+/// LEFT`, whose key specs read and write every key it names. ACL then asks what it asks of
+/// any core command: one selector must allow the command and every key (`%R~`/`%W~` both
+/// needed). LOCK.ACQUIRE, LOCK.RELEASE and LOCK.RENEW read the owner and write the lock in one
+/// atomic step, as a multi-key script would; checking each key alone (or a command per key)
+/// would pass keys through different selectors, which the server never does.
+pub fn may_write_keys(ctx: Ctx, name: &[u8], fence: bool) -> bool {
+    let (lock, signal, fence_key) = (
+        keys::lock_key(name),
+        keys::signal_key(name),
+        keys::fence_key(name),
+    );
+    if fence {
+        ctx.may_run(&[b"LMPOP", b"3", &lock, &signal, &fence_key, b"LEFT"])
+    } else {
+        ctx.may_run(&[b"LMPOP", b"2", &lock, &signal, b"LEFT"])
+    }
+}
+
+/// Whether the caller may read `lock:<name>`: `GET lock:<name>`, which LOCK.OWNER is.
+pub fn may_read_lock(ctx: Ctx, key_name: &[u8]) -> bool {
+    ctx.may_run(&[b"GET", key_name])
 }
 
 /// In cluster mode the command is routed by `name`; its keys must live in the same slot.
@@ -103,8 +124,21 @@ pub fn check_slot(ctx: Ctx, name: &[u8]) -> Result<(), CmdError> {
     Ok(())
 }
 
-pub fn no_permission() -> CmdError {
-    CmdError("NOPERM this user has no permissions to access the lock's keys (lock:<name>, lock-signal:<name>)".into())
+pub fn no_permission_to_write(fence: bool) -> CmdError {
+    let keys = if fence {
+        "lock:<name>, lock-signal:<name> and lock-fence:<name>"
+    } else {
+        "lock:<name> and lock-signal:<name>"
+    };
+    CmdError(format!(
+        "NOPERM this user has no permissions to read and write the lock's keys ({keys}) in one command (checked as LMPOP on them)"
+    ))
+}
+
+pub fn no_permission_to_read() -> CmdError {
+    CmdError(
+        "NOPERM this user has no permissions to read the lock's key (lock:<name>; checked as GET on it)".into(),
+    )
 }
 
 const NAME: (&std::ffi::CStr, ArgType, Option<&std::ffi::CStr>, bool) =
@@ -197,11 +231,26 @@ pub fn register(ctx: &redis_module::Context) -> bool {
             args: &[],
         },
         CommandSpec {
+            name: c"LOCK.CLIENTUNBLOCK",
+            entry: entry_point!(unblock::run),
+            flags: c"admin no-auth deny-script allow-loading allow-stale",
+            arity: -2,
+            summary: c"Internal: what the module's command filter makes `CLIENT UNBLOCK` of an authenticated user; checks CLIENT UNBLOCK's rights itself. Sent by a client, it is LOCK.UNBLOCK.",
+            complexity: c"O(1)",
+            takes_name: false,
+            writes: false,
+            acl_categories: Some(c"admin slow dangerous connection"),
+            args: &[
+                (c"client-id", ArgType::Integer, None, false),
+                (c"reason", ArgType::String, None, true),
+            ],
+        },
+        CommandSpec {
             name: c"LOCK.UNBLOCK",
             entry: entry_point!(unblock::run),
             flags: c"admin deny-script allow-loading allow-stale",
             arity: -2,
-            summary: c"What `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` becomes for a client waiting in LOCK.ACQUIRE: same arguments, rights and replies.",
+            summary: c"What every `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` becomes (the module's command filter), decided when it runs: a client waiting in LOCK.ACQUIRE is unblocked by the module, any other by the server's CLIENT UNBLOCK. Same arguments, rights and replies.",
             complexity: c"O(1)",
             takes_name: false,
             writes: false,

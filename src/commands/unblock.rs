@@ -1,10 +1,18 @@
-//! `LOCK.UNBLOCK client-id [TIMEOUT|ERROR]`
+//! `LOCK.UNBLOCK client-id [TIMEOUT|ERROR]` (and `LOCK.CLIENTUNBLOCK`, the same)
 //!
-//! What `CLIENT UNBLOCK` becomes (rewritten by the module's command filter) when its target
-//! waits in `LOCK.ACQUIRE`. Same arguments, rights and replies as `CLIENT UNBLOCK`: `1` when the
-//! waiter left its queue (it is answered nil, or `-UNBLOCKED ...` with `ERROR`), `0` when the
-//! client is not waiting (a waiter already handed the lock gets its `OK`). For any other
-//! client the server's own `CLIENT UNBLOCK` runs.
+//! What every `CLIENT UNBLOCK <id> [TIMEOUT|ERROR]` becomes (rewritten by the module's command
+//! filter when it is sent or queued; decided here, when it runs). Same arguments, rights and
+//! replies as `CLIENT UNBLOCK`: `1` when a lock waiter left its queue (it is answered nil, or
+//! `-UNBLOCKED ...` with `ERROR`); for any other client the server's own `CLIENT UNBLOCK` runs
+//! (`0` for a client that is not waiting, e.g. a waiter already handed the lock, which gets its
+//! `OK`).
+//!
+//! Rights: `CLIENT UNBLOCK`'s, checked here for the user running it now. The server checks
+//! `LOCK.UNBLOCK` as itself (authentication, and its own ACL rights); `LOCK.CLIENTUNBLOCK` is
+//! flagged `no-auth`, so the server checks nothing for it: the filter chooses it only for a
+//! client that is surely authenticated (it runs as a user other than `default`, or `default`
+//! has no password; `redis::acl::surely_authenticated`), and turns it back into `LOCK.UNBLOCK`
+//! when a client sends it.
 
 use super::{arity_error, parse_u64};
 use crate::engine;

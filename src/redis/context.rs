@@ -1,13 +1,13 @@
 //! The module context (`Ctx`): the running command's, a callback's or a timer's. Context
-//! flags, the clock, replies, replication as plain core commands, ACL checks, and a scan of
-//! the database's key names.
+//! flags, the clock, replies, replication as plain core commands, and a scan of the
+//! database's key names (ACL checks: `acl`).
 
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::{c_void, CString};
 use std::ptr::null_mut;
 
 use redis_module::raw;
 
-use super::{log, string_bytes, CmdError, CmdResult, RString, Reply, ERR, OK};
+use super::{log, string_bytes, CmdError, CmdResult, Reply, ERR, OK};
 
 /// A module context: the running command's, a callback's or a timer's.
 #[derive(Clone, Copy)]
@@ -56,11 +56,6 @@ impl Ctx {
 
     pub fn select_db(self, db: i32) -> bool {
         api!(RedisModule_SelectDb(self.0, db) else ERR) == OK
-    }
-
-    /// Whether writes are paused now (no context needed): see `writes_paused`.
-    pub fn paused() -> bool {
-        api!(RedisModule_AvoidReplicaTraffic() else 0) != 0
     }
 
     /// Whether writes are paused (`CLIENT PAUSE WRITE|ALL`, `FAILOVER` waiting for its replica):
@@ -144,68 +139,6 @@ impl Ctx {
     pub fn replicate_lpush(self, key: &[u8], value: &[u8]) {
         api!(RedisModule_Replicate(self.0, c"LPUSH".as_ptr(), c"bb".as_ptr(),
             key.as_ptr(), key.len(), value.as_ptr(), value.len()) else ERR);
-    }
-
-    // ---- ACL ----
-
-    /// Whether the calling user may use `keys` (read them, and write them if `write`).
-    pub fn may_access(self, keys: &[&[u8]], write: bool) -> bool {
-        let Some(check) = (unsafe { raw::RedisModule_ACLCheckKeyPermissions }) else {
-            return true;
-        };
-        let mut flags = raw::REDISMODULE_CMD_KEY_ACCESS;
-        if write {
-            flags |= raw::REDISMODULE_CMD_KEY_INSERT
-                | raw::REDISMODULE_CMD_KEY_DELETE
-                | raw::REDISMODULE_CMD_KEY_UPDATE;
-        }
-        self.user_may(|user| {
-            keys.iter().all(|k| {
-                RString::new(self, k)
-                    .is_some_and(|k| unsafe { check(user, k.0, flags as c_int) } == OK)
-            })
-        })
-    }
-
-    /// Whether the calling user may run the command `args` (e.g. `["FLUSHDB"]`).
-    pub fn may_run(self, args: &[&[u8]]) -> bool {
-        let Some(check) = (unsafe { raw::RedisModule_ACLCheckCommandPermissions }) else {
-            return true;
-        };
-        let strings: Option<Vec<RString>> = args.iter().map(|a| RString::new(self, a)).collect();
-        let Some(strings) = strings else {
-            return false;
-        };
-        let mut argv: Vec<*mut raw::RedisModuleString> = strings.iter().map(|s| s.0).collect();
-        self.user_may(|user| unsafe { check(user, argv.as_mut_ptr(), argv.len() as c_int) } == OK)
-    }
-
-    /// Ask `allowed` about the calling user. True where the server has no ACL API, and for
-    /// the primary's link or the AOF (no user; Redis trusts them). Only inside a command:
-    /// timers and callbacks have no user.
-    fn user_may(self, allowed: impl FnOnce(*mut raw::RedisModuleUser) -> bool) -> bool {
-        let api = unsafe {
-            (
-                raw::RedisModule_GetCurrentUserName,
-                raw::RedisModule_GetModuleUserFromUserName,
-                raw::RedisModule_FreeModuleUser,
-            )
-        };
-        let (Some(get_name), Some(get_user), Some(free_user)) = api else {
-            return true;
-        };
-        let name = unsafe { get_name(self.0) };
-        if name.is_null() {
-            return true;
-        }
-        let user = unsafe { get_user(name) };
-        api!(RedisModule_FreeString(self.0, name) else ());
-        if user.is_null() {
-            return false;
-        }
-        let ok = allowed(user);
-        unsafe { free_user(user) };
-        ok
     }
 
     /// Every key name of the selected database that starts with `prefix`.

@@ -7,7 +7,8 @@
 //! opened here are freed by `Drop`; API functions that only newer servers have are looked up
 //! as `Option`s and treated as absent when `None`.
 //!
-//! - `context`: `Ctx`, flags, the clock, replies, replication, ACL, key scans
+//! - `context`: `Ctx`, flags, the clock, replies, replication, key scans
+//! - `acl`: may the calling user run a command (the server's judgement), who a client runs as
 //! - `key`: `Key`, the low-level key API, keyspace notifications of the module's writes
 //! - `blocked`: blocking and waking clients, the reply and disconnect callbacks
 //! - `timer`: the module timer
@@ -33,6 +34,7 @@ macro_rules! api {
     };
 }
 
+mod acl;
 mod blocked;
 mod call;
 mod command;

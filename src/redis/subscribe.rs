@@ -164,6 +164,11 @@ impl Filtered {
         api!(RedisModule_CommandFilterGetClientId(self.0) else 0)
     }
 
+    /// Whether the sending client is authenticated for sure (see `acl::surely_authenticated`).
+    pub fn sender_surely_authenticated(&self) -> bool {
+        super::acl::surely_authenticated(self.client_id())
+    }
+
     /// Make it `<name> <the arguments after the first n>`.
     pub fn rename(&self, name: &CStr, n: usize) {
         if n == 0 {
@@ -238,12 +243,13 @@ pub fn log_features(ctx: &redis_module::Context) {
         (
             { raw::RedisModule_SetCommandInfo }.is_some(),
             { raw::RedisModule_SetCommandACLCategories }.is_some(),
-            { raw::RedisModule_ACLCheckKeyPermissions }.is_some(),
+            { raw::RedisModule_ACLCheckCommandPermissions }.is_some(),
             { raw::RedisModule_AvoidReplicaTraffic }.is_some(),
             { raw::RedisModule_CommandFilterGetClientId }.is_some(),
             { raw::RedisModule_AddPostNotificationJob }.is_some(),
         )
     };
+    let unblock_user = filter_client && unsafe { raw::RedisModule_GetClientUserNameById }.is_some();
     log(
         ctx.ctx,
         "notice",
@@ -251,13 +257,15 @@ pub fn log_features(ctx: &redis_module::Context) {
             "rlock: COMMAND DOCS: {}; ACL categories on LOCK.RESETALL/LOCK.UNBLOCK: {}; \
              ACL checks on lock:<name>: {}; writes held back while paused (AvoidReplicaTraffic): {}; \
              python waiters known by client (CommandFilterGetClientId): {}; \
-             hand-over right after a freeing command (AddPostNotificationJob): {}",
+             hand-over right after a freeing command (AddPostNotificationJob): {}; \
+             CLIENT UNBLOCK of waiters with CLIENT UNBLOCK's rights alone: {}",
             has(docs),
             has(categories),
             has(acl),
             has(pause),
             if filter_client { "yes" } else { "no (a BLPOP counts until its timeout or one signal)" },
-            if jobs { "yes" } else { "no (from the module timer)" }
+            if jobs { "yes" } else { "no (from the module timer)" },
+            if unblock_user { "yes" } else { "only while the default user has no password (else LOCK.UNBLOCK's rights too)" }
         ),
     );
 }
