@@ -514,6 +514,7 @@ pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
             "ERR the lock's fence counter (lock-fence:<name>) is not a fence hash: not handed the lock"
                 .into(),
         ),
+        Unblocked::TryAgain => Reply::Error(try_again().0),
     })
 }
 
@@ -530,7 +531,11 @@ fn acquired(token: Option<Vec<u8>>, fence: Option<i64>) -> Reply {
 
 /// `lock-fence:<name>`: the last fence issued (0: none yet) and the token it went to.
 fn read_fence(ctx: Ctx, name: &[u8]) -> Result<(i64, Option<Vec<u8>>), CmdError> {
-    let (fence, token) = ctx.fence_get(&keys::fence_key(name))?;
+    let key_name = keys::fence_key(name);
+    if !keys::owns(ctx, &key_name) {
+        return Err(try_again());
+    }
+    let (fence, token) = ctx.fence_get(&key_name)?;
     let last = match fence {
         None => 0,
         Some(f) => std::str::from_utf8(&f)
@@ -727,6 +732,12 @@ fn look_at(ctx: Ctx, check: Check, now: i64) {
         return;
     };
     match key.kind() {
+        Kind::Empty if !ctx.serves_here(&key_name) => {
+            // Cluster mode: the lock has left with its slot (`MIGRATE` deleted it here), or
+            // this node no longer serves it. Writing it here would make a second holder.
+            drop(key);
+            redirect_waiters(ctx, name);
+        }
         Kind::Empty => {
             // Not again if someone (python-redis-lock's own release) has just signalled.
             let signal = check.signal_if_free
@@ -747,6 +758,22 @@ fn look_at(ctx: Ctx, check: Check, now: i64) {
         }
         Kind::Other => {}
     }
+}
+
+/// Answer every waiter of `name` (selected database) `-TRYAGAIN`: the lock now lives on
+/// another cluster node, where the server's routing sends their retries.
+fn redirect_waiters(ctx: Ctx, name: &[u8]) {
+    let lock = LockId::new(ctx.db(), name);
+    let handles = with(|s| s.core.take_all(&lock));
+    stats::add(Counter::WaitersRedirected, handles.len() as u64);
+    for handle in handles {
+        redis::unblock(handle, Unblocked::TryAgain);
+    }
+}
+
+/// The error for a request this node cannot serve while the lock's slot migrates.
+fn try_again() -> CmdError {
+    CmdError("TRYAGAIN the lock's slot is being migrated; try again".into())
 }
 
 // ---- the shared steps ----
@@ -867,13 +894,17 @@ fn hand_over_or_free(
             let last_fence = if wants_fence {
                 match read_fence(ctx, name) {
                     Ok(last) if last.0 < i64::MAX => Some(last),
-                    _ => {
+                    other => {
                         // No fence to give: these waiters are not handed the lock; the next are.
+                        let how = match other {
+                            Err(e) if e == try_again() => Unblocked::TryAgain,
+                            _ => Unblocked::Failed,
+                        };
                         for h in std::iter::once(grant.handle).chain(grant.also) {
                             with(|s| {
                                 s.core.delivered(h);
                             });
-                            redis::unblock(h, Unblocked::Failed);
+                            redis::unblock(h, how);
                         }
                         return hand_over_or_free(ctx, key, name, key_name, now, signal);
                     }

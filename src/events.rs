@@ -1,9 +1,12 @@
 //! What the server reports, turned into engine calls: the handlers the Redis layer is given at
 //! load (`handlers`). Thin on purpose: every decision is the engine's.
 
+use crate::commands;
 use crate::engine;
 use crate::keys;
-use crate::redis::{CmdResult, Ctx, Filtered, Handle, Handlers, ServerEvent, Unblocked};
+use crate::redis::{
+    cluster_mode, CmdResult, Ctx, Filtered, Handle, Handlers, ServerEvent, Unblocked,
+};
 
 /// The handlers for `redis::subscribe`.
 pub fn handlers() -> Handlers {
@@ -26,12 +29,29 @@ pub fn handlers() -> Handlers {
 ///   its release's `LPUSH lock-signal:<name>`, which wakes one.
 ///
 /// Everything else is two length checks and at most a few byte compares.
+///
+/// In cluster mode also every `LOCK.<cmd> name ...` that takes a lock's name: the name's
+/// routing key (`lock:<name>`) is put in front of it, as argument 1, where the key spec tells
+/// the server (and `COMMAND GETKEYS` tells clients, which see the call without it) to route.
+/// The server then routes by the key that holds the lock: during a slot migration a call is
+/// served where the lock is, and `-ASK`-redirected only once it has left.
 fn command(cmd: &Filtered) {
     let argc = cmd.len();
+    let name = cmd.arg(0);
+    if argc >= 2
+        && cluster_mode()
+        && name.len() >= 9
+        && name[..5].eq_ignore_ascii_case(b"lock.")
+        && commands::ROUTED
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c))
+    {
+        cmd.insert(1, &commands::routing_key(cmd.arg(1)));
+        return;
+    }
     if argc < 3 {
         return;
     }
-    let name = cmd.arg(0);
     if name.eq_ignore_ascii_case(b"set") {
         if let Some(lock) = cmd.arg(1).strip_prefix(keys::LOCK_PREFIX) {
             engine::python_tries(lock);

@@ -164,6 +164,21 @@ impl Filtered {
         api!(RedisModule_CommandFilterGetClientId(self.0) else 0)
     }
 
+    /// Put `bytes` in as argument `i`, moving the ones from `i` on one place further.
+    pub fn insert(&self, i: usize, bytes: &[u8]) {
+        let Ok(i) = c_int::try_from(i) else {
+            return;
+        };
+        let arg = api!(RedisModule_CreateString(null_mut(), bytes.as_ptr().cast(), bytes.len()) else null_mut());
+        if arg.is_null() {
+            return;
+        }
+        // The filter owns the strings it is given, but not one it refused.
+        if api!(RedisModule_CommandFilterArgInsert(self.0, i, arg) else ERR) != OK {
+            api!(RedisModule_FreeString(null_mut(), arg) else ());
+        }
+    }
+
     /// Make it `<name> <the arguments after the first n>`.
     pub fn rename(&self, name: &CStr, n: usize) {
         if n == 0 {
@@ -268,6 +283,7 @@ pub fn log_features(ctx: &redis_module::Context) {
 /// that opening a key without writing it changes nothing for `WATCH` or client-side caching.
 pub fn subscribe(ctx: &redis_module::Context, handlers: Handlers) -> bool {
     super::install(handlers);
+    super::context::cluster_init(Ctx(ctx.ctx));
     let ctx = ctx.ctx;
     api!(RedisModule_SetModuleOptions(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int) else ());
     // After the `redis-module` crate's own (registered before `init`): the last one counts.
