@@ -92,13 +92,15 @@ pub enum ArgType {
     PureToken,
 }
 
-/// Register a command. Names route like keys (a key spec flagged NOT_KEY on argument 1), so
-/// cluster mode sends the command to the node of `name`'s slot while ACL leaves the real keys
+/// Register a command. Argument 1 of a command taking a name is declared a key flagged
+/// NOT_KEY: cluster clients route by it (`COMMAND INFO`), the server's cluster routing takes
+/// that position (its legacy key range ignores the flag), and ACL leaves the real keys
 /// (`lock:<name>`, `lock-signal:<name>`) to the command's own check.
 ///
 /// In cluster mode the command filter puts the lock's routing key in front of the name (see
-/// `commands::routed`), so the server checks the arity of commands taking a name no further
-/// than "a name" (-2) and the command checks the rest.
+/// `commands::routed`), so that the server routes by the key holding the lock; the server then
+/// checks the arity of commands taking a name no further than "a name" (-2), the command the
+/// rest.
 pub fn create_command(ctx: &redis_module::Context, spec: &CommandSpec) -> bool {
     let ctx = ctx.ctx;
     super::context::cluster_init(Ctx(ctx));

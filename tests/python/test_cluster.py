@@ -10,7 +10,13 @@ What a cluster user relies on, checked end to end with redis-py's ``RedisCluster
   woken by the release there;
 * a name without a usable hashtag is refused (the error says so) and nothing is written;
 * python-redis-lock on the same cluster with hashtag names interoperates both ways: its release
-  wakes a module waiter and a module release wakes its waiter.
+  wakes a module waiter and a module release wakes its waiter;
+* resharding (CLUSTER SETSLOT + MIGRATE by hand, and ``redis-cli --cluster reshard`` under lock
+  traffic): a lock held and awaited while its slot moves stays exclusive, every waiter gets one
+  answer (-TRYAGAIN sends it to the lock's new node), the migration completes, the holder's
+  release works after the move; a lease ending on the migrating source is not granted there; a
+  fence counter that moved ahead of its lock is never read as missing; Valkey 9's atomic slot
+  migration is refused while rlock is loaded.
 
 The cluster is built once for the file: ``redis-server --cluster-enabled yes`` x3 on OS-assigned
 free ports (bus port = port + 10000, both checked free), ``redis-cli --cluster create``, then
@@ -837,3 +843,27 @@ def test_multi_and_scripts_in_cluster_mode(cluster, rc):
         rc.execute_command("LOCK.RELEASE", name)
     with pytest.raises(redis.ResponseError, match="ttl must be a positive"):
         rc.execute_command("LOCK.ACQUIRE", name, "t", "x")
+
+
+def test_atomic_slot_migration_is_refused_while_rlock_is_loaded(cluster, rc):
+    """Valkey 9's CLUSTER MIGRATESLOTS (atomic slot migration) runs only when every module
+    declares support for it; rlock does not (its waiters and the keys it writes would need
+    the migration's own events), so the server refuses it and nothing moves. The classic
+    SETSLOT/MIGRATE path (redis-cli --cluster reshard) is the one rlock supports."""
+    name = "{asm}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 60)) == "OK"
+    try:
+        cluster.direct[source].execute_command(
+            "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot, "NODE", node_id(cluster, target))
+    except redis.ResponseError as exc:
+        if "unknown subcommand" in str(exc).lower():
+            pytest.skip("no atomic slot migration on this server")
+        assert "module rlock does not support atomic slot migrations" in str(exc)
+    else:
+        pytest.fail("CLUSTER MIGRATESLOTS was accepted with rlock loaded")
+    assert cluster.owner_port(slot) == source
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "holder"
+    assert rc.execute_command("LOCK.RELEASE", name, "holder") == 1
