@@ -752,11 +752,31 @@ fn look_at(ctx: Ctx, check: Check, now: i64) {
                 .is_some_and(|t| keys::holds(&key, t))
             {
                 hand_over_or_free(ctx, &mut key, name, &key_name, now, true);
-            } else if let Some(at) = key.expires_at() {
-                lease_changed(ctx, name, at);
+            } else {
+                if let Some(at) = key.expires_at() {
+                    lease_changed(ctx, name, at);
+                }
+                recheck_in_cluster(ctx, &check.lock, now);
             }
         }
         Kind::Other => {}
+    }
+}
+
+/// In cluster mode, how often a lock with waiters is looked at even if nothing is heard of it:
+/// a node that loses a slot to a higher epoch deletes its keys without an event, and the
+/// waiters of a lock gone that way must be answered (see `redirect_waiters`), as the server
+/// itself redirects clients blocked in `BLPOP` on a slot it no longer serves.
+const CLUSTER_RECHECK_MS: i64 = 1000;
+
+/// In cluster mode: look at `lock` again soon while it has waiters (`CLUSTER_RECHECK_MS`).
+fn recheck_in_cluster(ctx: Ctx, lock: &LockId, now: i64) {
+    if ctx.in_cluster() {
+        with(|s| {
+            if s.core.has_waiters(lock) {
+                s.core.schedule(lock, later(now, CLUSTER_RECHECK_MS), false);
+            }
+        });
     }
 }
 
@@ -805,6 +825,10 @@ fn wait(
             .enqueue(&lock, handle, client, token, how.ttl_ms, deadline);
         if let Some(at) = expires_at {
             s.core.schedule(&lock, later(at, 1), false);
+        }
+        if ctx.in_cluster() {
+            s.core
+                .schedule(&lock, later(Ctx::now_ms(), CLUSTER_RECHECK_MS), false);
         }
         if how.reply_token {
             s.server_made.insert(handle);

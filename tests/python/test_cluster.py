@@ -845,6 +845,32 @@ def test_multi_and_scripts_in_cluster_mode(cluster, rc):
         rc.execute_command("LOCK.ACQUIRE", name, "t", "x")
 
 
+def test_waiters_answered_when_their_node_loses_the_slot_silently(cluster, rc):
+    """A node that loses a slot to another's higher epoch (an operator's forced SETSLOT NODE +
+    BUMPEPOCH, or a failover's claim) deletes the slot's keys without a keyspace event. Its
+    waiters must still be answered (at most about a second later, not at the end of the
+    holder's 1000 s lease), and sent where the slot is now."""
+    name = "{dirty}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 1000)) == "OK"
+    waiter = Waiter(cluster, name, "w1", block_ms=30000)
+    wait_blocked_on(cluster, {source: 1}, "waiter on the source")
+    cluster.direct[target].execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(cluster, target))
+    cluster.direct[target].execute_command("CLUSTER", "BUMPEPOCH")
+    _deadline_poll("the source sees the target's claim", CLUSTER_TIMEOUT,
+                   lambda: cluster._slot_map(cluster.direct[source])[slot] == target)
+    _deadline_poll("the source dropped the slot's keys", 5,
+                   lambda: cluster.direct[source].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0)
+    # The lock went with the source's copy of the slot; the waiter, sent to the target, takes it.
+    assert waiter.result(5, "waiter after its node lost the slot") == "OK"
+    _deadline_poll("one slot map on every node", CLUSTER_TIMEOUT, cluster._converged)
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+    assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
+
+
 def test_atomic_slot_migration_is_refused_while_rlock_is_loaded(cluster, rc):
     """Valkey 9's CLUSTER MIGRATESLOTS (atomic slot migration) runs only when every module
     declares support for it; rlock does not (its waiters and the keys it writes would need
