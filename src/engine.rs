@@ -535,6 +535,8 @@ fn read_fence(ctx: Ctx, name: &[u8]) -> Result<(i64, Option<Vec<u8>>), CmdError>
     if !keys::owns(ctx, &key_name) {
         return Err(try_again());
     }
+    // From a timer or a callback the server's routing may still refuse a key that a client's
+    // command (with `ASKING`) would reach here: `TRYAGAIN` too.
     let (fence, token) = ctx.fence_get(&key_name)?;
     let last = match fence {
         None => 0,
@@ -921,7 +923,7 @@ fn hand_over_or_free(
                     other => {
                         // No fence to give: these waiters are not handed the lock; the next are.
                         let how = match other {
-                            Err(e) if e == try_again() => Unblocked::TryAgain,
+                            Err(e) if e.0.starts_with("TRYAGAIN") => Unblocked::TryAgain,
                             _ => Unblocked::Failed,
                         };
                         for h in std::iter::once(grant.handle).chain(grant.also) {

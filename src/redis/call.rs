@@ -13,7 +13,7 @@ impl Ctx {
     /// missing key; a key of another type is the server's `WRONGTYPE` error.
     pub fn get(self, key: &[u8]) -> Result<Option<Vec<u8>>, CmdError> {
         let reply = api!(RedisModule_Call(self.0, c"GET".as_ptr(), c"b".as_ptr(), key.as_ptr(), key.len()) else null_mut());
-        CallReply(reply).string_or_nil()
+        CallReply::of(reply).string_or_nil()
     }
 
     /// `HMGET key fence token`: a lock's fence counter (the last fence issued) and the token it
@@ -21,14 +21,14 @@ impl Ctx {
     pub fn fence_get(self, key: &[u8]) -> Result<FenceFields, CmdError> {
         let reply = api!(RedisModule_Call(self.0, c"HMGET".as_ptr(), c"bcc".as_ptr(),
             key.as_ptr(), key.len(), c"fence".as_ptr(), c"token".as_ptr()) else null_mut());
-        let reply = CallReply(reply);
+        let reply = CallReply::of(reply);
         if reply.kind() != raw::REDISMODULE_REPLY_ARRAY {
             return Err(reply.error());
         }
         let element = |i: usize| {
             let e = api!(RedisModule_CallReplyArrayElement(reply.0, i) else null_mut());
             // Elements belong to the array: read, never freed on their own.
-            let e = std::mem::ManuallyDrop::new(CallReply(e));
+            let e = std::mem::ManuallyDrop::new(CallReply::of(e));
             e.string_or_nil().ok().flatten()
         };
         Ok((element(0), element(1)))
@@ -40,7 +40,7 @@ impl Ctx {
         let reply = api!(RedisModule_Call(self.0, c"HSET".as_ptr(), c"!bcbcb".as_ptr(),
             key.as_ptr(), key.len(), c"fence".as_ptr(), n.as_ptr(), n.len(),
             c"token".as_ptr(), token.as_ptr(), token.len()) else null_mut());
-        CallReply(reply).integer().map(|_| ())
+        CallReply::of(reply).integer().map(|_| ())
     }
 
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` as the server itself runs it.
@@ -48,7 +48,7 @@ impl Ctx {
         let how = if error { c"ERROR" } else { c"TIMEOUT" };
         let reply = api!(RedisModule_Call(self.0, c"CLIENT".as_ptr(), c"clc".as_ptr(),
             c"UNBLOCK".as_ptr(), id as std::ffi::c_longlong, how.as_ptr()) else null_mut());
-        CallReply(reply).integer().map(Reply::Int)
+        CallReply::of(reply).integer().map(Reply::Int)
     }
 }
 
@@ -62,7 +62,7 @@ pub fn client_blocked(id: u64) -> bool {
 /// The ids of the clients blocked in one of `commands` (lowercase names), from `CLIENT LIST`.
 pub fn clients_blocked_in(ctx: Ctx, commands: &[&str]) -> Option<Vec<u64>> {
     let reply = api!(RedisModule_Call(ctx.0, c"CLIENT".as_ptr(), c"c".as_ptr(), c"LIST".as_ptr()) else null_mut());
-    let reply = CallReply(reply);
+    let reply = CallReply::of(reply);
     let list = reply.string_or_nil().ok()??;
     let list = String::from_utf8_lossy(&list);
     let ids = list
@@ -92,10 +92,36 @@ pub(super) fn client_info(id: u64) -> Option<raw::RedisModuleClientInfo> {
     (found == OK).then_some(info)
 }
 
-/// A reply of `RedisModule_Call`, freed on drop.
-struct CallReply(*mut raw::RedisModuleCallReply);
+/// Why `RedisModule_Call` gave no reply (read from `errno` right after it). In cluster mode
+/// `EPERM` is its routing check: the key is not served here for this caller now (its slot
+/// migrates, or is another node's): `TRYAGAIN`, as the server tells a client of a slot in flux.
+fn refused(errno: i32) -> CmdError {
+    use std::io::ErrorKind;
+    CmdError(match std::io::Error::from_raw_os_error(errno).kind() {
+        // EPERM (EACCES, the other one, is an ACL refusal, asked for with the `C` flag only).
+        ErrorKind::PermissionDenied => {
+            "TRYAGAIN the key is not served by this node now (its cluster slot is moving)".into()
+        }
+        ErrorKind::NetworkDown => "CLUSTERDOWN the cluster is down".into(),
+        _ => "ERR the server refused the call".into(),
+    })
+}
+
+/// A reply of `RedisModule_Call`, freed on drop; with `errno` as the call left it (why there
+/// is no reply, when there is none).
+struct CallReply(*mut raw::RedisModuleCallReply, i32);
 
 impl CallReply {
+    /// Right after `RedisModule_Call`, before anything else can change `errno`.
+    fn of(reply: *mut raw::RedisModuleCallReply) -> CallReply {
+        let errno = if reply.is_null() {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        };
+        CallReply(reply, errno)
+    }
+
     fn kind(&self) -> isize {
         if self.0.is_null() {
             return raw::REDISMODULE_REPLY_UNKNOWN;
@@ -113,6 +139,9 @@ impl CallReply {
     }
 
     fn error(&self) -> CmdError {
+        if self.0.is_null() {
+            return refused(self.1);
+        }
         let text = String::from_utf8_lossy(&self.bytes()).into_owned();
         CmdError(if text.is_empty() {
             "ERR the server refused the call".into()

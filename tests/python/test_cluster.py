@@ -579,11 +579,11 @@ def slots(cluster, rc):
 
 class Waiter:
     """A blocking LOCK.ACQUIRE in a thread, through its own RedisCluster client (which follows
-    -ASK, -MOVED and -TRYAGAIN), recording every reply it gets."""
+    -ASK, -MOVED and -TRYAGAIN): its final reply, or the error it raised."""
 
-    def __init__(self, cluster, name, token, block_ms=20000, ttl=60):
+    def __init__(self, cluster, name, token, *options, block_ms=20000, ttl=60):
         self.client = _cluster_client(cluster, socket_timeout=None)
-        self.args = ("LOCK.ACQUIRE", name, token, ttl, "BLOCK", block_ms)
+        self.args = ("LOCK.ACQUIRE", name, token, ttl, "BLOCK", block_ms, *options)
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.future = self.pool.submit(self._run)
 
@@ -822,6 +822,30 @@ def test_fence_counter_moved_ahead_of_its_lock(cluster, rc, slots):
         assert rc.execute_command("LOCK.RELEASE", name, "w2") == 1
     finally:
         fenced.close()
+
+
+def test_fenced_hand_over_on_the_importing_target_outside_a_command(cluster, rc, slots):
+    """On the importing target the server serves a key only to a client that sent ASKING: the
+    module's own calls from a timer or callback (reading the fence counter for a hand-over
+    when a BIND holder's connection goes) are refused there. The fenced waiter is answered
+    -TRYAGAIN (not an error about the counter), retries, and gets its fence."""
+    name = "{mig4}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    open_slot(cluster, slot, source, target)
+    slots.append((slot, target))
+    assert migrate_keys(cluster, slot, source, target) == [f"lock-fence:{name}", f"lock:{name}"]
+    binder = redis.Redis(host="127.0.0.1", port=target, socket_timeout=10)
+    binder.execute_command("ASKING")
+    assert text(binder.execute_command("LOCK.ACQUIRE", name, "holder", 60, "BIND")) == "OK"
+    waiter = Waiter(cluster, name, "w1", "FENCE")
+    wait_blocked_on(cluster, {target: 1}, "fenced waiter on the target")
+    binder.close()  # the bound holder goes: the lock is handed on from outside a command
+    assert waiter.result(WAKE, "fenced waiter after the holder left") == 2
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
 
 
 def test_multi_and_scripts_in_cluster_mode(cluster, rc):
