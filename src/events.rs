@@ -31,10 +31,11 @@ pub fn handlers() -> Handlers {
 /// Everything else is two length checks and at most a few byte compares.
 ///
 /// In cluster mode also every `LOCK.<cmd> name ...` that takes a lock's name: the name's
-/// routing key (`lock:<name>`) is put in front of it, as argument 1, where the key spec tells
-/// the server (and `COMMAND GETKEYS` tells clients, which see the call without it) to route.
-/// The server then routes by the key that holds the lock: during a slot migration a call is
-/// served where the lock is, and `-ASK`-redirected only once it has left.
+/// routing key (`lock:<name>`) is put in front of it, as argument 1, the position the key spec
+/// gives the server's routing (clients, which never see it, route by the name in that
+/// position, as `COMMAND INFO` tells them; same slot). The server then routes by the key that
+/// holds the lock: during a slot migration a call is served where the lock is, and
+/// `-ASK`-redirected only once it has left.
 fn command(cmd: &Filtered) {
     let argc = cmd.len();
     let name = cmd.arg(0);

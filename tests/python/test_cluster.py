@@ -757,6 +757,7 @@ def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
     try:
         _deadline_poll("clients taking the locks", 10, lambda: all(grants.get(f"t{i}", 0) > 3 for i in range(4)))
         before = dict(grants)
+        redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0)
         reshard = subprocess.run(
             [cli, "--cluster", "reshard", f"127.0.0.1:{source}",
              "--cluster-from", node_id(cluster, source), "--cluster-to", node_id(cluster, target),
@@ -780,7 +781,9 @@ def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
     for port, client in cluster.direct.items():
         assert lock_keys(client) == [], f"node {port}"
     assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
-    print(f"grants {grants}, during reshard {during}, errors {len(errors)}: {errors[:5]}")
+    redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0) - redirected
+    print(f"grants {grants}, during reshard {during}, waiters redirected {redirected}, "
+          f"errors {len(errors)}: {errors[:5]}")
 
 
 def test_fence_counter_moved_ahead_of_its_lock(cluster, rc, slots):
