@@ -38,21 +38,13 @@ pub fn handlers() -> Handlers {
 /// `-ASK`-redirected only once it has left.
 fn command(cmd: &Filtered) {
     let argc = cmd.len();
-    let name = cmd.arg(0);
-    if argc >= 2
-        && cluster_mode()
-        && name.len() >= 9
-        && name[..5].eq_ignore_ascii_case(b"lock.")
-        && commands::ROUTED
-            .iter()
-            .any(|c| name.eq_ignore_ascii_case(c))
-    {
-        cmd.insert(1, &commands::routing_key(cmd.arg(1)));
+    if cluster_mode() && argc >= 2 && route(cmd) {
         return;
     }
     if argc < 3 {
         return;
     }
+    let name = cmd.arg(0);
     if name.eq_ignore_ascii_case(b"set") {
         if let Some(lock) = cmd.arg(1).strip_prefix(keys::LOCK_PREFIX) {
             engine::python_tries(lock);
@@ -82,6 +74,20 @@ fn command(cmd: &Filtered) {
             }
         }
     }
+}
+
+/// Cluster mode: put the routing key in front of a LOCK.* command's name (see `command`).
+fn route(cmd: &Filtered) -> bool {
+    let name = cmd.arg(0);
+    let routed = name.len() >= 9
+        && name[..5].eq_ignore_ascii_case(b"lock.")
+        && commands::ROUTED
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c));
+    if routed {
+        cmd.insert(1, &commands::routing_key(cmd.arg(1)));
+    }
+    routed
 }
 
 /// An id as the server itself reads it in `CLIENT UNBLOCK` (no sign, no leading zeros):
