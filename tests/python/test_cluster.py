@@ -15,8 +15,9 @@ What a cluster user relies on, checked end to end with redis-py's ``RedisCluster
   traffic): a lock held and awaited while its slot moves stays exclusive, every waiter gets one
   answer (-TRYAGAIN sends it to the lock's new node), the migration completes, the holder's
   release works after the move; a lease ending on the migrating source is not granted there; a
-  fence counter that moved ahead of its lock is never read as missing; Valkey 9's atomic slot
-  migration is refused while rlock is loaded.
+  fence counter that moved ahead of its lock is never read as missing; waiters on a node that
+  loses the slot without an event are answered; Valkey 9's atomic slot migration (CLUSTER
+  MIGRATESLOTS) alike, by hand and under traffic.
 
 The cluster is built once for the file: ``redis-server --cluster-enabled yes`` x3 on OS-assigned
 free ports (bus port = port + 10000, both checked free), ``redis-cli --cluster create``, then
@@ -689,9 +690,10 @@ def test_lock_expiring_on_a_migrating_source_is_not_granted_there(cluster, rc, s
     assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
 
 
-def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
-    """redis-cli --cluster reshard moves the slots of three busy locks while four clients keep
-    taking them (BLOCK), checking each grant against the others, and releasing them."""
+def moving_slots_under_lock_traffic(cluster, rc, move):
+    """`move(source, target, slots)` moves `slots` (a source's lowest) while four clients keep
+    taking three locks in them (BLOCK), checking each grant against the others, and releasing
+    them. Returns what `move` returned once the clients are done."""
     source = cluster.nodes[0].port
     target = cluster.nodes[1].port
     owned = sorted(s for s, p in cluster._slot_map(cluster.direct[source]).items() if p == source)
@@ -706,7 +708,6 @@ def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
                 break
     assert len(names) == 3
 
-    cli = _binary("redis-cli", "REDIS_CLI")
     holders = {}  # name -> token, as the clients see it
     guard = threading.Lock()
     violations, errors, grants = [], [], {}
@@ -758,12 +759,7 @@ def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
         _deadline_poll("clients taking the locks", 10, lambda: all(grants.get(f"t{i}", 0) > 3 for i in range(4)))
         before = dict(grants)
         redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0)
-        reshard = subprocess.run(
-            [cli, "--cluster", "reshard", f"127.0.0.1:{source}",
-             "--cluster-from", node_id(cluster, source), "--cluster-to", node_id(cluster, target),
-             "--cluster-slots", str(count), "--cluster-yes"],
-            capture_output=True, text=True, timeout=120,
-        )
+        moved = move(source, target, sorted(moving))
         during = {t: grants[t] - before[t] for t in grants}
         _deadline_poll("clients taking the moved locks", 10,
                        lambda: all(grants[t] - before[t] > during[t] + 3 for t in grants))
@@ -772,7 +768,6 @@ def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
         for t in threads:
             t.join(timeout=15)
     assert not any(t.is_alive() for t in threads), "a client never got its answer"
-    assert reshard.returncode == 0, f"reshard failed:\n{reshard.stdout[-3000:]}\n{reshard.stderr}"
     assert violations == []
     _deadline_poll("one slot map on every node", CLUSTER_TIMEOUT, cluster._converged)
     for name in names:
@@ -784,6 +779,22 @@ def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
     redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0) - redirected
     print(f"grants {grants}, during reshard {during}, waiters redirected {redirected}, "
           f"errors {len(errors)}: {errors[:5]}")
+    return moved
+
+
+def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
+    cli = _binary("redis-cli", "REDIS_CLI")
+
+    def reshard(source, target, slots):
+        return subprocess.run(
+            [cli, "--cluster", "reshard", f"127.0.0.1:{source}",
+             "--cluster-from", node_id(cluster, source), "--cluster-to", node_id(cluster, target),
+             "--cluster-slots", str(len(slots)), "--cluster-yes"],
+            capture_output=True, text=True, timeout=120,
+        )
+
+    done = moving_slots_under_lock_traffic(cluster, rc, reshard)
+    assert done.returncode == 0, f"reshard failed:\n{done.stdout[-3000:]}\n{done.stderr}"
 
 
 def test_fence_counter_moved_ahead_of_its_lock(cluster, rc, slots):
@@ -898,25 +909,62 @@ def test_waiters_answered_when_their_node_loses_the_slot_silently(cluster, rc):
     assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
 
 
-def test_atomic_slot_migration_is_refused_while_rlock_is_loaded(cluster, rc):
-    """Valkey 9's CLUSTER MIGRATESLOTS (atomic slot migration) runs only when every module
-    declares support for it; rlock does not (its waiters and the keys it writes would need
-    the migration's own events), so the server refuses it and nothing moves. The classic
-    SETSLOT/MIGRATE path (redis-cli --cluster reshard) is the one rlock supports."""
+def migrate_slots_atomically(cluster, source, target, slots):
+    """Valkey 9's CLUSTER MIGRATESLOTS, until every node sees the slots on the target; skips
+    the test on servers without it."""
+    args = []
+    for first, last in slot_ranges(slots):
+        args += [first, last]
+    try:
+        cluster.direct[source].execute_command(
+            "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", *args, "NODE", node_id(cluster, target))
+    except redis.ResponseError as exc:
+        if "unknown subcommand" in str(exc).lower():
+            pytest.skip("no atomic slot migration on this server")
+        raise
+    _deadline_poll("every node sees the slots moved", CLUSTER_TIMEOUT,
+                   lambda: all(cluster._slot_map(c)[s] == target
+                               for c in cluster.direct.values() for s in slots))
+
+
+def test_atomic_slot_migration_moves_a_held_and_awaited_lock(cluster, rc):
+    """Valkey 9's atomic slot migration (rlock declares that it copes with it: the server
+    refuses CLUSTER MIGRATESLOTS while a module has not). The source serves the lock until the
+    cut-over, then drops the slot's keys; its waiter is answered -TRYAGAIN and follows the lock
+    to the target, where the holder's release hands it over; the fence counter goes on."""
     name = "{asm}"
     slot = rc.keyslot(name)
     source = cluster.owner_port(slot)
     target = other_port(cluster, source)
-    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 60)) == "OK"
-    try:
-        cluster.direct[source].execute_command(
-            "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot, "NODE", node_id(cluster, target))
-    except redis.ResponseError as exc:
-        if "unknown subcommand" in str(exc).lower():
-            pytest.skip("no atomic slot migration on this server")
-        assert "module rlock does not support atomic slot migrations" in str(exc)
-    else:
-        pytest.fail("CLUSTER MIGRATESLOTS was accepted with rlock loaded")
-    assert cluster.owner_port(slot) == source
+    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    waiter = Waiter(cluster, name, "w1")
+    wait_blocked_on(cluster, {source: 1}, "waiter on the source")
+    migrate_slots_atomically(cluster, source, target, [slot])
+    wait_blocked_on(cluster, {target: 1}, "waiter on the target")
+    assert cluster.direct[source].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
     assert text(rc.execute_command("LOCK.OWNER", name)) == "holder"
+    assert rc.execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
     assert rc.execute_command("LOCK.RELEASE", name, "holder") == 1
+    assert waiter.result(WAKE, "waiter after the release on the target") == "OK"
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+    assert rc.execute_command("LOCK.ACQUIRE", name, "next", 60, "FENCE") == 2
+    assert rc.execute_command("LOCK.RELEASE", name, "next") == 1
+    assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
+
+def slot_ranges(slots):
+    """Sorted slots as (first, last) runs."""
+    runs = []
+    for slot in slots:
+        if runs and runs[-1][1] == slot - 1:
+            runs[-1][1] = slot
+        else:
+            runs.append([slot, slot])
+    return runs
+
+
+def test_atomic_slot_migration_under_lock_traffic(cluster, rc):
+    """Valkey 9's CLUSTER MIGRATESLOTS moves the slots of three busy locks: the source serves
+    them until the cut-over (the module's writes reach the target with the slot's own), then
+    drops them; its waiters are answered -TRYAGAIN and follow the locks."""
+    moving_slots_under_lock_traffic(
+        cluster, rc, lambda source, target, slots: migrate_slots_atomically(cluster, source, target, slots))
