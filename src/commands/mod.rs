@@ -325,6 +325,23 @@ mod tests {
     }
 
     #[test]
+    fn routing_key_is_the_lock_key_for_names_with_a_hashtag() {
+        for (name, key) in [
+            ("{orders}", "lock:{orders}"),
+            ("app:{orders}:eu", "lock:app:{orders}:eu"),
+            ("orders", "orders"),
+            ("{}orders", "{}orders"),
+        ] {
+            assert_eq!(&*routing_key(name.as_bytes()), key.as_bytes(), "{name}");
+            assert_eq!(
+                keys::slot(&routing_key(name.as_bytes())),
+                keys::slot(name.as_bytes()),
+                "{name}: clients route by the name, the server by this key"
+            );
+        }
+    }
+
+    #[test]
     fn empty_token_is_refused() {
         assert!(parse_token(b"").is_err());
         assert_eq!(parse_token(b"t"), Ok(&b"t"[..]));
