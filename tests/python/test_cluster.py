@@ -666,7 +666,7 @@ def test_lock_expiring_on_a_migrating_source_is_not_granted_there(cluster, rc, s
     slot = rc.keyslot(name)
     source = cluster.owner_port(slot)
     target = other_port(cluster, source)
-    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 1)) == "OK"
+    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 2)) == "OK"
     redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0)
     waiter = Waiter(cluster, name, "w1", block_ms=10000)
     wait_blocked_on(cluster, {source: 1}, "waiter on the source")
@@ -675,8 +675,10 @@ def test_lock_expiring_on_a_migrating_source_is_not_granted_there(cluster, rc, s
 
     # The lease ends on the source while the slot migrates. Writing the lock there for the
     # waiter would make a second holder: a rival asking now is sent to the target (-ASK, the
-    # lock is not on the source), where it would find the lock free.
-    reply = waiter.result(5, "waiter after the holder's lease ended")
+    # lock is not on the source), where it would find the lock free. The waiter is answered
+    # -TRYAGAIN instead, retries, is sent to the target and takes the lock there.
+    assert text(cluster.direct[source].get(f"lock:{name}")) == "holder"  # still held: set up in time
+    reply = waiter.result(6, "waiter after the holder's lease ended")
     assert reply == "OK"
     assert cluster.direct[source].keys("*") == []
     assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
