@@ -326,6 +326,25 @@ impl<H: Copy + Eq + Hash + Ord> Core<H> {
         Some(grant)
     }
 
+    /// Take every live waiter of `lock` off its queue (the lock is no longer served here),
+    /// first in line first.
+    pub fn take_all(&mut self, lock: &LockId) -> Vec<H> {
+        let Some(queue) = self.queues.get(lock) else {
+            return Vec::new();
+        };
+        let waiters = &self.waiters;
+        let live: Vec<H> = queue
+            .order
+            .iter()
+            .filter(|(h, seq)| matches!(waiters.get(h), Some(w) if w.seq == *seq))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in &live {
+            self.remove_quietly(*h);
+        }
+        live
+    }
+
     /// The token a granted waiter was handed the lock with (until `delivered`).
     pub fn granted_token(&self, handle: H) -> Option<Vec<u8>> {
         self.granted_to(handle).map(|(_, token)| token.to_vec())
@@ -614,6 +633,31 @@ mod tests {
         let order: Vec<u32> =
             std::iter::from_fn(|| served(&mut core, "a").map(|(h, _)| h)).collect();
         assert_eq!(order, vec![2, 4, 5]);
+        assert_eq!(core.waiting(), 0);
+    }
+
+    #[test]
+    fn take_all_empties_one_queue_in_order_and_leaves_the_others() {
+        let mut core = Core::new();
+        for h in 1..=4 {
+            core.enqueue(
+                &lock("a"),
+                h,
+                u64::from(h),
+                b"t",
+                1000,
+                Some(5000 + i64::from(h)),
+            );
+        }
+        core.enqueue(&lock("b"), 9, 9, b"t9", 1000, None);
+        core.remove(2);
+        assert_eq!(core.take_all(&lock("a")), vec![1, 3, 4]);
+        assert_eq!(core.take_all(&lock("a")), Vec::<u32>::new());
+        assert!(!core.has_waiters(&lock("a")));
+        assert_eq!(core.remove(3), Removed::Unknown); // answered: nothing left to remove
+        assert_eq!(core.waiter_of_client(1), None);
+        assert!(core.take_timed_out(i64::MAX).is_empty());
+        assert_eq!(served(&mut core, "b"), Some((9, "t9".into())));
         assert_eq!(core.waiting(), 0);
     }
 

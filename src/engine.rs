@@ -541,6 +541,7 @@ pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
             "ERR the lock's fence counter (lock-fence:<name>) is not a fence hash: not handed the lock"
                 .into(),
         ),
+        Unblocked::TryAgain => Reply::Error(try_again().0),
     })
 }
 
@@ -556,7 +557,13 @@ fn acquired(token: Option<Vec<u8>>, fence: Option<i64>) -> Reply {
 }
 
 /// `lock-fence:<name>`: the last fence issued (0: none yet, or the counter was lost).
+/// In cluster mode, `TRYAGAIN` where this node does not serve the counter (its slot migrates):
+/// from a timer or a callback the server's routing may refuse a key that a client's command
+/// (with `ASKING`) would reach here.
 fn read_fence(ctx: Ctx, name: &[u8]) -> Result<i64, CmdError> {
+    if !keys::owns(ctx, &keys::fence_key(name)) {
+        return Err(try_again());
+    }
     match keys::read_fence(ctx, name)? {
         None => Ok(0),
         Some(f) => fence::parse(&f)
@@ -783,6 +790,12 @@ fn look_at(ctx: Ctx, check: Check, now: i64) {
         return;
     };
     match key.kind() {
+        Kind::Empty if !ctx.serves_here(&key_name) => {
+            // Cluster mode: the lock has left with its slot (`MIGRATE` deleted it here), or
+            // this node no longer serves it. Writing it here would make a second holder.
+            drop(key);
+            redirect_waiters(ctx, name);
+        }
         Kind::Empty => {
             // Not again if someone (python-redis-lock's own release) has just signalled.
             let signal = check.signal_if_free
@@ -797,12 +810,48 @@ fn look_at(ctx: Ctx, check: Check, now: i64) {
                 .is_some_and(|t| keys::holds(&key, t))
             {
                 hand_over_or_free(ctx, &mut key, name, &key_name, now, true);
-            } else if let Some(at) = key.expires_at() {
-                lease_changed(ctx, name, at);
+            } else {
+                if let Some(at) = key.expires_at() {
+                    lease_changed(ctx, name, at);
+                }
+                recheck_in_cluster(ctx, &check.lock, now);
             }
         }
         Kind::Other => {}
     }
+}
+
+/// In cluster mode, how often a lock with waiters is looked at even if nothing is heard of it:
+/// a node that loses a slot to a higher epoch deletes its keys without an event, and the
+/// waiters of a lock gone that way must be answered (see `redirect_waiters`), as the server
+/// itself redirects clients blocked in `BLPOP` on a slot it no longer serves.
+const CLUSTER_RECHECK_MS: i64 = 1000;
+
+/// In cluster mode: look at `lock` again soon while it has waiters (`CLUSTER_RECHECK_MS`).
+fn recheck_in_cluster(ctx: Ctx, lock: &LockId, now: i64) {
+    if ctx.in_cluster() {
+        with(|s| {
+            if s.core.has_waiters(lock) {
+                s.core.schedule(lock, later(now, CLUSTER_RECHECK_MS), false);
+            }
+        });
+    }
+}
+
+/// Answer every waiter of `name` (selected database) `-TRYAGAIN`: the lock now lives on
+/// another cluster node, where the server's routing sends their retries.
+fn redirect_waiters(ctx: Ctx, name: &[u8]) {
+    let lock = LockId::new(ctx.db(), name);
+    let handles = with(|s| s.core.take_all(&lock));
+    stats::add(Counter::WaitersRedirected, handles.len() as u64);
+    for handle in handles {
+        redis::unblock(handle, Unblocked::TryAgain);
+    }
+}
+
+/// The error for a request this node cannot serve while the lock's slot migrates.
+fn try_again() -> CmdError {
+    CmdError("TRYAGAIN the lock's slot is being migrated; try again".into())
 }
 
 // ---- the shared steps ----
@@ -834,6 +883,10 @@ fn wait(
             .enqueue(&lock, handle, client, token, how.ttl_ms, deadline);
         if let Some(at) = expires_at {
             s.core.schedule(&lock, later(at, 1), false);
+        }
+        if ctx.in_cluster() {
+            s.core
+                .schedule(&lock, later(Ctx::now_ms(), CLUSTER_RECHECK_MS), false);
         }
         if how.reply_token {
             s.server_made.insert(handle);
@@ -939,13 +992,17 @@ fn let_go_once(
             let last_fence = if wants_fence {
                 match read_fence(ctx, name) {
                     Ok(last) if last < i64::MAX => Some(last),
-                    _ => {
+                    other => {
                         // No fence to give: these waiters are not handed the lock; the next are.
+                        let how = match other {
+                            Err(e) if e.0.starts_with("TRYAGAIN") => Unblocked::TryAgain,
+                            _ => Unblocked::Failed,
+                        };
                         for h in std::iter::once(grant.handle).chain(grant.also) {
                             with(|s| {
                                 s.core.delivered(h);
                             });
-                            redis::unblock(h, Unblocked::Failed);
+                            redis::unblock(h, how);
                         }
                         return false;
                     }

@@ -1,9 +1,12 @@
 //! What the server reports, turned into engine calls: the handlers the Redis layer is given at
 //! load (`handlers`). Thin on purpose: every decision is the engine's.
 
+use crate::commands;
 use crate::engine;
 use crate::keys;
-use crate::redis::{CmdResult, Ctx, Filtered, Handle, Handlers, ServerEvent, Unblocked};
+use crate::redis::{
+    cluster_mode, CmdResult, Ctx, Filtered, Handle, Handlers, ServerEvent, Unblocked,
+};
 
 /// The handlers for `redis::subscribe`.
 pub fn handlers() -> Handlers {
@@ -32,8 +35,18 @@ pub fn handlers() -> Handlers {
 ///   through `python_tries`).
 ///
 /// Everything else is two length checks and at most a few byte compares.
+///
+/// In cluster mode also every `LOCK.<cmd> name ...` that takes a lock's name: the name's
+/// routing key (`lock:<name>`) is put in front of it, as argument 1, the position the key spec
+/// gives the server's routing (clients, which never see it, route by the name in that
+/// position, as `COMMAND INFO` tells them; same slot). The server then routes by the key that
+/// holds the lock: during a slot migration a call is served where the lock is, and
+/// `-ASK`-redirected only once it has left.
 fn command(cmd: &Filtered) {
     let argc = cmd.len();
+    if cluster_mode() && argc >= 2 && route(cmd) {
+        return;
+    }
     let name = cmd.arg(0);
     if name.eq_ignore_ascii_case(b"lock.clientunblock") {
         unblock_as_sent(cmd);
@@ -93,6 +106,20 @@ fn command(cmd: &Filtered) {
 /// client (a script, another module), it is `LOCK.UNBLOCK`, checked by the server as itself.
 fn unblock_as_sent(cmd: &Filtered) {
     cmd.rename(c"LOCK.UNBLOCK", 1);
+}
+
+/// Cluster mode: put the routing key in front of a LOCK.* command's name (see `command`).
+fn route(cmd: &Filtered) -> bool {
+    let name = cmd.arg(0);
+    let routed = name.len() >= 9
+        && name[..5].eq_ignore_ascii_case(b"lock.")
+        && commands::ROUTED
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c));
+    if routed {
+        cmd.insert(1, &commands::routing_key(cmd.arg(1)));
+    }
+    routed
 }
 
 /// An id as the server itself reads it in `CLIENT UNBLOCK` (no sign, no leading zeros):

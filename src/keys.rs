@@ -33,6 +33,11 @@ pub enum KeyName {
 }
 
 impl KeyName {
+    /// A name of its own (no prefix).
+    pub fn copy(name: &[u8]) -> KeyName {
+        KeyName::new(b"", name)
+    }
+
     fn new(prefix: &[u8], name: &[u8]) -> KeyName {
         let len = prefix.len().saturating_add(name.len());
         if len > INLINE {
@@ -129,8 +134,15 @@ pub fn write_fence(ctx: Ctx, name: &[u8], fence: i64, token: &[u8]) -> Result<()
 /// When the list already holds its one element (a signal nobody took yet, so nobody is blocked
 /// on it), the same end state needs only the new expiry. A key of another type is not
 /// python-redis-lock's and is left alone.
+///
+/// In cluster mode, not while the slot migrates and `lock-signal:<name>` is not on this node:
+/// it may be on the other one, and a list made here would be a second (and make the
+/// `MIGRATE` of it fail). python-redis-lock's waiters then wait out their `BLPOP` timeout.
 pub fn signal(ctx: Ctx, name: &[u8], now: i64) {
     let key_name = signal_key(name);
+    if !owns(ctx, &key_name) {
+        return;
+    }
     let Some(mut key) = Key::open(ctx, &key_name, true) else {
         return;
     };
@@ -157,6 +169,16 @@ pub fn signal(ctx: Ctx, name: &[u8], now: i64) {
         ctx.replicate_pexpireat(&key_name, at);
         key.touched(ctx, &[(EventClass::List, c"lpush"), expire]);
     }
+}
+
+/// Whether this node may read and write `key` of a lock as its one true copy: outside cluster
+/// mode always; in cluster mode where the key is here, or where the server would serve it
+/// (`Ctx::serves_here`). Not while a slot migrates and the key is not here: it may be on the
+/// other node, and a copy made here would be a second one (and make `MIGRATE` fail on it).
+pub fn owns(ctx: Ctx, key: &[u8]) -> bool {
+    !ctx.in_cluster()
+        || Key::open(ctx, key, false).is_some_and(|k| k.kind() != Kind::Empty)
+        || ctx.serves_here(key)
 }
 
 /// Whether a signal for `name` is waiting to be taken (someone, e.g. python-redis-lock's own

@@ -59,6 +59,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
 #[cfg(not(test))]
 fn deinit(_ctx: &Context) -> Status {
     engine::forget_everything();
+    crate::redis::cluster_unload();
     Status::Ok
 }
 

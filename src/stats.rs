@@ -36,9 +36,11 @@ pub enum Counter {
     BoundReleased,
     /// Fences issued (`FENCE`).
     FencesIssued,
+    /// Waiters answered `-TRYAGAIN`: their lock left this cluster node with its slot.
+    WaitersRedirected,
 }
 
-const COUNTERS: usize = 15;
+const COUNTERS: usize = 16;
 
 const NAMES: [&str; COUNTERS] = [
     "acquired_at_once",
@@ -56,6 +58,7 @@ const NAMES: [&str; COUNTERS] = [
     "deferred_while_paused",
     "bound_released",
     "fences_issued",
+    "waiters_redirected",
 ];
 
 static COUNTS: [AtomicU64; COUNTERS] = [const { AtomicU64::new(0) }; COUNTERS];
@@ -82,7 +85,7 @@ mod tests {
 
     #[test]
     fn every_counter_has_its_name() {
-        assert_eq!(Counter::FencesIssued as usize, COUNTERS - 1);
+        assert_eq!(Counter::WaitersRedirected as usize, COUNTERS - 1);
         let before: Vec<u64> = all().map(|(_, n)| n).collect();
         bump(Counter::HandOvers);
         add(Counter::PythonTurns, 2);

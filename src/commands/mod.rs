@@ -4,7 +4,7 @@
 
 use crate::entry_point;
 use crate::keys;
-use crate::redis::{create_command, ArgType, CmdError, CommandSpec, Ctx};
+use crate::redis::{create_command, ArgType, CmdError, CmdResult, CommandSpec, Ctx};
 
 mod acquire;
 mod info;
@@ -141,6 +141,73 @@ pub fn no_permission_to_read() -> CmdError {
     )
 }
 
+/// The key a command on lock `name` is routed by in cluster mode: `lock:<name>`, where the lock
+/// is (or will be) held, so that the server's own routing sends it to the node holding the
+/// lock while its slot migrates (`-ASK` once the lock has left, `MIGRATE` never finding it
+/// taken on the target). A name without a usable hashtag is routed by itself, and refused.
+pub fn routing_key(name: &[u8]) -> keys::KeyName {
+    if keys::same_slot(name) {
+        keys::lock_key(name)
+    } else {
+        keys::KeyName::copy(name)
+    }
+}
+
+/// In cluster mode the command filter put `routing_key(name)` in front of `name` (argument 1,
+/// the position the key spec gives the server): check it and run `run` on the arguments as the
+/// client sent them. Outside cluster mode nothing is put in and `run` runs as it is.
+fn routed(ctx: Ctx, args: &[&[u8]], run: fn(Ctx, &[&[u8]]) -> CmdResult) -> CmdResult {
+    if !ctx.in_cluster() || args.len() < 2 {
+        return run(ctx, args); // no name: an arity error
+    }
+    let [command, key, name, rest @ ..] = args else {
+        return Err(not_routed());
+    };
+    if *key != &*routing_key(name) || rest.len() > 6 {
+        return Err(not_routed());
+    }
+    let mut buf: [&[u8]; 8] = [&[]; 8];
+    buf[0] = command;
+    buf[1] = name;
+    buf[2..2 + rest.len()].copy_from_slice(rest);
+    run(ctx, &buf[..2 + rest.len()])
+}
+
+fn not_routed() -> CmdError {
+    CmdError(
+        "ERR rlock: in cluster mode the module's command filter must see every LOCK.* call".into(),
+    )
+}
+
+fn acquire_routed(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
+    routed(ctx, args, acquire::run)
+}
+
+fn release_routed(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
+    routed(ctx, args, release::run)
+}
+
+fn renew_routed(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
+    routed(ctx, args, renew::run)
+}
+
+fn owner_routed(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
+    routed(ctx, args, owner::run)
+}
+
+fn info_routed(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
+    routed(ctx, args, info::run)
+}
+
+/// The commands taking a lock's name, which the cluster filter routes (lowercase).
+pub const ROUTED: [&[u8]; 5] = [
+    b"lock.acquire",
+    b"lock.release",
+    b"lock.renew",
+    b"lock.owner",
+    b"lock.info",
+];
+
 const NAME: (&std::ffi::CStr, ArgType, Option<&std::ffi::CStr>, bool) =
     (c"name", ArgType::Key, None, false);
 const TOKEN: (&std::ffi::CStr, ArgType, Option<&std::ffi::CStr>, bool) =
@@ -153,7 +220,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
     let specs = [
         CommandSpec {
             name: c"LOCK.ACQUIRE",
-            entry: entry_point!(acquire::run),
+            entry: entry_point!(acquire_routed),
             flags: c"write deny-oom",
             arity: -4,
             summary: c"Take the lock `name` for `token` for `ttl` seconds; with BLOCK, wait in line up to `ms` milliseconds (0: no limit). Replies OK, or nil if not taken. Token `*`: the server makes one and replies it instead of OK. FENCE: reply a fence (above every fence issued before for the name). BIND: also let go when this connection goes away.",
@@ -172,7 +239,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
         },
         CommandSpec {
             name: c"LOCK.RELEASE",
-            entry: entry_point!(release::run),
+            entry: entry_point!(release_routed),
             flags: c"write fast",
             arity: 3,
             summary: c"Release the lock `name` if `token` owns it, handing it to the first waiter. Replies 1 if released, else 0.",
@@ -184,7 +251,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
         },
         CommandSpec {
             name: c"LOCK.RENEW",
-            entry: entry_point!(renew::run),
+            entry: entry_point!(renew_routed),
             flags: c"write fast",
             arity: 4,
             summary: c"Set the lease of lock `name` to `ttl` seconds from now if `token` owns it. Replies 1 if renewed, else 0.",
@@ -196,7 +263,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
         },
         CommandSpec {
             name: c"LOCK.OWNER",
-            entry: entry_point!(owner::run),
+            entry: entry_point!(owner_routed),
             flags: c"readonly fast",
             arity: 2,
             summary: c"Reply the token owning lock `name`, or nil if it is free.",
@@ -208,7 +275,7 @@ pub fn register(ctx: &redis_module::Context) -> bool {
         },
         CommandSpec {
             name: c"LOCK.INFO",
-            entry: entry_point!(info::run),
+            entry: entry_point!(info_routed),
             flags: c"readonly fast",
             arity: 2,
             summary: c"Reply what there is to know about lock `name`: owner, ttl (ms), waiters queued, whether a python-redis-lock client may be waiting.",
@@ -303,6 +370,23 @@ mod tests {
         assert_eq!(parse_block(b"5000"), Ok(5000));
         for bad in ["-1", "", "x", "1e3", "9999999999999999999"] {
             assert!(parse_block(bad.as_bytes()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn routing_key_is_the_lock_key_for_names_with_a_hashtag() {
+        for (name, key) in [
+            ("{orders}", "lock:{orders}"),
+            ("app:{orders}:eu", "lock:app:{orders}:eu"),
+            ("orders", "orders"),
+            ("{}orders", "{}orders"),
+        ] {
+            assert_eq!(&*routing_key(name.as_bytes()), key.as_bytes(), "{name}");
+            assert_eq!(
+                keys::slot(&routing_key(name.as_bytes())),
+                keys::slot(name.as_bytes()),
+                "{name}: clients route by the name, the server by this key"
+            );
         }
     }
 

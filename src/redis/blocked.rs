@@ -19,16 +19,20 @@ pub enum Unblocked {
     Error,
     /// Not handed the lock: it could not be given what it asked for (a fence).
     Failed,
+    /// Not handed the lock: it now lives on another cluster node (its slot is being
+    /// migrated); the client is told to try again, and is routed there.
+    TryAgain,
 }
 
 impl Unblocked {
     /// The private data that carries the outcome to the reply callback.
     fn tag(self) -> *mut c_void {
-        static TAGS: [u8; 3] = [1, 2, 3];
+        static TAGS: [u8; 4] = [1, 2, 3, 4];
         match self {
             Unblocked::Granted => &TAGS[0] as *const u8 as *mut c_void,
             Unblocked::Error => &TAGS[1] as *const u8 as *mut c_void,
             Unblocked::Failed => &TAGS[2] as *const u8 as *mut c_void,
+            Unblocked::TryAgain => &TAGS[3] as *const u8 as *mut c_void,
             Unblocked::Nil => null_mut(),
         }
     }
@@ -72,6 +76,8 @@ impl Ctx {
             Unblocked::Error
         } else if data == Unblocked::Failed.tag() {
             Unblocked::Failed
+        } else if data == Unblocked::TryAgain.tag() {
+            Unblocked::TryAgain
         } else {
             Unblocked::Nil
         }

@@ -15,7 +15,7 @@ impl Ctx {
     /// missing key; a key of another type is the server's `WRONGTYPE` error.
     pub fn get(self, key: &[u8]) -> Result<Option<Vec<u8>>, CmdError> {
         let reply = api!(RedisModule_Call(self.0, c"GET".as_ptr(), c"b".as_ptr(), key.as_ptr(), key.len()) else null_mut());
-        CallReply(reply).string_or_nil()
+        CallReply::of(reply).string_or_nil()
     }
 
     /// `HGET key field` through the server itself: `Ok(None)` for a missing key or field; a
@@ -23,7 +23,7 @@ impl Ctx {
     pub fn hget(self, key: &[u8], field: &CStr) -> Result<Option<Vec<u8>>, CmdError> {
         let reply = api!(RedisModule_Call(self.0, c"HGET".as_ptr(), c"bc".as_ptr(),
             key.as_ptr(), key.len(), field.as_ptr()) else null_mut());
-        CallReply(reply).string_or_nil()
+        CallReply::of(reply).string_or_nil()
     }
 
     /// `HSET key field value [field value]`, run and replicated as the core command.
@@ -32,7 +32,7 @@ impl Ctx {
         let reply = api!(RedisModule_Call(self.0, c"HSET".as_ptr(), c"!bcbcb".as_ptr(),
             key.as_ptr(), key.len(), f1.as_ptr(), v1.as_ptr(), v1.len(),
             f2.as_ptr(), v2.as_ptr(), v2.len()) else null_mut());
-        CallReply(reply).integer().map(|_| ())
+        CallReply::of(reply).integer().map(|_| ())
     }
 
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` as the server itself runs it.
@@ -40,7 +40,7 @@ impl Ctx {
         let how = if error { c"ERROR" } else { c"TIMEOUT" };
         let reply = api!(RedisModule_Call(self.0, c"CLIENT".as_ptr(), c"clc".as_ptr(),
             c"UNBLOCK".as_ptr(), id as std::ffi::c_longlong, how.as_ptr()) else null_mut());
-        CallReply(reply).integer().map(Reply::Int)
+        CallReply::of(reply).integer().map(Reply::Int)
     }
 }
 
@@ -54,7 +54,7 @@ pub fn client_blocked(id: u64) -> bool {
 /// The ids of the clients blocked in one of `commands` (lowercase names), from `CLIENT LIST`.
 pub fn clients_blocked_in(ctx: Ctx, commands: &[&str]) -> Option<Vec<u64>> {
     let reply = api!(RedisModule_Call(ctx.0, c"CLIENT".as_ptr(), c"c".as_ptr(), c"LIST".as_ptr()) else null_mut());
-    let reply = CallReply(reply);
+    let reply = CallReply::of(reply);
     let list = reply.string_or_nil().ok()??;
     let list = String::from_utf8_lossy(&list);
     let ids = list
@@ -81,10 +81,36 @@ pub(super) fn client_info(id: u64) -> Option<raw::RedisModuleClientInfo> {
     (found == OK).then_some(info)
 }
 
-/// A reply of `RedisModule_Call`, freed on drop.
-struct CallReply(*mut raw::RedisModuleCallReply);
+/// Why `RedisModule_Call` gave no reply (read from `errno` right after it). In cluster mode
+/// `EPERM` is its routing check: the key is not served here for this caller now (its slot
+/// migrates, or is another node's): `TRYAGAIN`, as the server tells a client of a slot in flux.
+fn refused(errno: i32) -> CmdError {
+    use std::io::ErrorKind;
+    CmdError(match std::io::Error::from_raw_os_error(errno).kind() {
+        // EPERM (EACCES, the other one, is an ACL refusal, asked for with the `C` flag only).
+        ErrorKind::PermissionDenied => {
+            "TRYAGAIN the key is not served by this node now (its cluster slot is moving)".into()
+        }
+        ErrorKind::NetworkDown => "CLUSTERDOWN the cluster is down".into(),
+        _ => "ERR the server refused the call".into(),
+    })
+}
+
+/// A reply of `RedisModule_Call`, freed on drop; with `errno` as the call left it (why there
+/// is no reply, when there is none).
+struct CallReply(*mut raw::RedisModuleCallReply, i32);
 
 impl CallReply {
+    /// Right after `RedisModule_Call`, before anything else can change `errno`.
+    fn of(reply: *mut raw::RedisModuleCallReply) -> CallReply {
+        let errno = if reply.is_null() {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        };
+        CallReply(reply, errno)
+    }
+
     fn kind(&self) -> isize {
         if self.0.is_null() {
             return raw::REDISMODULE_REPLY_UNKNOWN;
@@ -102,6 +128,9 @@ impl CallReply {
     }
 
     fn error(&self) -> CmdError {
+        if self.0.is_null() {
+            return refused(self.1);
+        }
         let text = String::from_utf8_lossy(&self.bytes()).into_owned();
         CmdError(if text.is_empty() {
             "ERR the server refused the call".into()

@@ -23,13 +23,15 @@ pub fn run_command(
     } else {
         unsafe { std::slice::from_raw_parts(argv, argc as usize) }
     };
-    // No command takes more than 6 arguments: more are an arity error, and no allocation.
-    let mut buf: [&[u8]; 8] = [&[]; 8];
-    let n = raw_args.len().min(buf.len());
+    // No command has more than 8 arguments (its own name included; 9 with the key the
+    // cluster filter puts in): more are an arity error, and no allocation.
+    let mut buf: [&[u8]; 9] = [&[]; 9];
+    let cap = if super::cluster_mode() { 9 } else { 8 };
+    let n = raw_args.len().min(cap);
     for (slot, arg) in buf.iter_mut().zip(raw_args) {
         *slot = string_bytes(*arg);
     }
-    let args: &[&[u8]] = if raw_args.len() > buf.len() {
+    let args: &[&[u8]] = if raw_args.len() > cap {
         &buf[..1]
     } else {
         &buf[..n]
@@ -90,11 +92,23 @@ pub enum ArgType {
     PureToken,
 }
 
-/// Register a command. Names route like keys (a key spec flagged NOT_KEY on argument 1), so
-/// cluster mode sends the command to the node of `name`'s slot while ACL leaves the real keys
+/// Register a command. Argument 1 of a command taking a name is declared a key flagged
+/// NOT_KEY: cluster clients route by it (`COMMAND INFO`), the server's cluster routing takes
+/// that position (its legacy key range ignores the flag), and ACL leaves the real keys
 /// (`lock:<name>`, `lock-signal:<name>`) to the command's own check.
+///
+/// In cluster mode the command filter puts the lock's routing key in front of the name (see
+/// `commands::routed`), so that the server routes by the key holding the lock; the server then
+/// checks the arity of commands taking a name no further than "a name" (-2), the command the
+/// rest.
 pub fn create_command(ctx: &redis_module::Context, spec: &CommandSpec) -> bool {
     let ctx = ctx.ctx;
+    super::context::cluster_init(Ctx(ctx));
+    let arity = if spec.takes_name && super::cluster_mode() {
+        -2
+    } else {
+        spec.arity
+    };
     let (first, last) = if spec.takes_name { (1, 1) } else { (0, 0) };
     let created = api!(RedisModule_CreateCommand(ctx, spec.name.as_ptr(), Some(spec.entry),
         spec.flags.as_ptr(), first, last, first) else ERR);
@@ -174,7 +188,7 @@ pub fn create_command(ctx: &redis_module::Context, spec: &CommandSpec) -> bool {
     info.summary = spec.summary.as_ptr();
     info.complexity = spec.complexity.as_ptr();
     info.since = c"0.1.0".as_ptr();
-    info.arity = spec.arity;
+    info.arity = arity;
     info.key_specs = if key_specs.is_empty() {
         null_mut()
     } else {

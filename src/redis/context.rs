@@ -4,10 +4,41 @@
 
 use std::ffi::{c_void, CString};
 use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::OnceLock;
 
 use redis_module::raw;
 
 use super::{log, string_bytes, CmdError, CmdResult, Reply, ERR, OK};
+
+/// Whether the server runs in cluster mode: read once at load (a server never enters or
+/// leaves it while running; the context flags are not cheap, they include the memory state).
+static CLUSTER: OnceLock<bool> = OnceLock::new();
+
+/// In cluster mode, a detached context (made at load) for `Ctx::serves_here`.
+static DETACHED: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(null_mut());
+
+/// At load: note whether the server runs in cluster mode, and make the detached context.
+pub(super) fn cluster_init(ctx: Ctx) {
+    let cluster = *CLUSTER.get_or_init(|| ctx.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0);
+    if cluster && DETACHED.load(Ordering::Relaxed).is_null() {
+        let detached = api!(RedisModule_GetDetachedThreadSafeContext(ctx.0) else null_mut());
+        DETACHED.store(detached, Ordering::Relaxed);
+    }
+}
+
+/// At unload: free the detached context.
+pub fn cluster_unload() {
+    let detached = DETACHED.swap(null_mut(), Ordering::Relaxed);
+    if !detached.is_null() {
+        api!(RedisModule_FreeThreadSafeContext(detached) else ());
+    }
+}
+
+/// Whether the server runs in cluster mode (false until the module is loaded).
+pub fn cluster_mode() -> bool {
+    CLUSTER.get().copied().unwrap_or(false)
+}
 
 /// A module context: the running command's, a callback's or a timer's.
 #[derive(Clone, Copy)]
@@ -43,11 +74,30 @@ impl Ctx {
         f & deny == 0
     }
 
-    /// Whether the server runs in cluster mode. A server never enters or leaves it while
-    /// running, so the context flags (not cheap: they include the memory state) are read once.
+    /// Whether the server runs in cluster mode (see `cluster_mode`).
     pub fn in_cluster(self) -> bool {
-        static CLUSTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *CLUSTER.get_or_init(|| self.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0)
+        cluster_mode()
+    }
+
+    /// Whether the server would run a command on `key` here, for a client that did not send
+    /// `ASKING`: the slot is this node's and stable, or it is migrating away and `key` is still
+    /// here. (`RedisModule_Call` applies the cluster's own routing, `getNodeByQuery`, to a
+    /// module's calls, from a detached context whose client never has `ASKING`.) Always true
+    /// outside cluster mode. Not from inside a keyspace notification.
+    pub fn serves_here(self, key: &[u8]) -> bool {
+        if !cluster_mode() {
+            return true;
+        }
+        let detached = DETACHED.load(Ordering::Relaxed);
+        if detached.is_null() {
+            return false;
+        }
+        let reply = api!(RedisModule_Call(detached, c"EXISTS".as_ptr(), c"b".as_ptr(), key.as_ptr(), key.len()) else null_mut());
+        if reply.is_null() {
+            return false; // redirected (ASK, MOVED), or the cluster is down
+        }
+        api!(RedisModule_FreeCallReply(reply) else ());
+        true
     }
 
     pub fn db(self) -> i32 {

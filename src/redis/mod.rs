@@ -47,7 +47,7 @@ mod timer;
 pub use blocked::{unblock, Unblocked};
 pub use call::{client_blocked, clients_blocked_in};
 pub use command::{create_command, run_command, ArgType, CommandSpec, EntryPoint};
-pub use context::Ctx;
+pub use context::{cluster_mode, cluster_unload, Ctx};
 pub use info::Info;
 pub use key::{EventClass, Key, Kind};
 pub use subscribe::{log_features, subscribe, Filtered};

@@ -169,6 +169,21 @@ impl Filtered {
         super::acl::surely_authenticated(self.client_id())
     }
 
+    /// Put `bytes` in as argument `i`, moving the ones from `i` on one place further.
+    pub fn insert(&self, i: usize, bytes: &[u8]) {
+        let Ok(i) = c_int::try_from(i) else {
+            return;
+        };
+        let arg = api!(RedisModule_CreateString(null_mut(), bytes.as_ptr().cast(), bytes.len()) else null_mut());
+        if arg.is_null() {
+            return;
+        }
+        // The filter owns the strings it is given, but not one it refused.
+        if api!(RedisModule_CommandFilterArgInsert(self.0, i, arg) else ERR) != OK {
+            api!(RedisModule_FreeString(null_mut(), arg) else ());
+        }
+    }
+
     /// Make it `<name> <the arguments after the first n>`.
     pub fn rename(&self, name: &CStr, n: usize) {
         if n == 0 {
@@ -270,14 +285,43 @@ pub fn log_features(ctx: &redis_module::Context) {
     );
 }
 
+/// Valkey 9's module option: the module copes with atomic slot migration (`CLUSTER
+/// MIGRATESLOTS`), which the server refuses while a loaded module has not declared it. rlock
+/// does: the source serves a slot's locks until the cut-over (the module's writes are plain
+/// core commands, streamed to the target with the slot's), then drops its keys; the module
+/// writes a lock's keys only where the server serves them, and answers the waiters of a lock
+/// gone that way `-TRYAGAIN` (`engine::redirect_waiters`, within a second at most).
+const VALKEY_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION: c_int = 1 << 5;
+
+/// Whether the server has atomic slot migration (knows `CLUSTER MIGRATESLOTS`): only there is
+/// the option's bit given (elsewhere it is not defined, or means something else).
+fn has_atomic_slot_migration(ctx: Ctx) -> bool {
+    let reply = api!(RedisModule_Call(ctx.0, c"COMMAND".as_ptr(), c"cc".as_ptr(),
+        c"INFO".as_ptr(), c"cluster|migrateslots".as_ptr()) else null_mut());
+    if reply.is_null() {
+        return false;
+    }
+    // An array with one entry: the command's info, or nil for a command the server lacks.
+    let entry = api!(RedisModule_CallReplyArrayElement(reply, 0) else null_mut());
+    let known = !entry.is_null()
+        && api!(RedisModule_CallReplyType(entry) else 0) == raw::REDISMODULE_REPLY_ARRAY as c_int;
+    api!(RedisModule_FreeCallReply(reply) else ());
+    known
+}
+
 /// Install `handlers` and subscribe them to the keyspace events (every class that can end a
 /// lock), the server events (flush, swapdb, loading, role change, a client gone), and `CLIENT UNBLOCK` of
 /// waiters (the command filter). Modified keys are announced explicitly (`Key::touched`), so
 /// that opening a key without writing it changes nothing for `WATCH` or client-side caching.
 pub fn subscribe(ctx: &redis_module::Context, handlers: Handlers) -> bool {
     super::install(handlers);
+    super::context::cluster_init(Ctx(ctx.ctx));
     let ctx = ctx.ctx;
-    api!(RedisModule_SetModuleOptions(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int) else ());
+    let mut options = raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int;
+    if has_atomic_slot_migration(Ctx(ctx)) {
+        options |= VALKEY_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION;
+    }
+    api!(RedisModule_SetModuleOptions(ctx, options) else ());
     // After the `redis-module` crate's own (registered before `init`): the last one counts.
     api!(RedisModule_RegisterInfoFunc(ctx, Some(super::info::info_cb)) else ERR);
     let filter = api!(RedisModule_RegisterCommandFilter(ctx, Some(filter_cb),

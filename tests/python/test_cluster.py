@@ -10,7 +10,14 @@ What a cluster user relies on, checked end to end with redis-py's ``RedisCluster
   woken by the release there;
 * a name without a usable hashtag is refused (the error says so) and nothing is written;
 * python-redis-lock on the same cluster with hashtag names interoperates both ways: its release
-  wakes a module waiter and a module release wakes its waiter.
+  wakes a module waiter and a module release wakes its waiter;
+* resharding (CLUSTER SETSLOT + MIGRATE by hand, and ``redis-cli --cluster reshard`` under lock
+  traffic): a lock held and awaited while its slot moves stays exclusive, every waiter gets one
+  answer (-TRYAGAIN sends it to the lock's new node), the migration completes, the holder's
+  release works after the move; a lease ending on the migrating source is not granted there; a
+  fence counter that moved ahead of its lock is never read as missing; waiters on a node that
+  loses the slot without an event are answered; Valkey 9's atomic slot migration (CLUSTER
+  MIGRATESLOTS) alike, by hand and under traffic.
 
 The cluster is built once for the file: ``redis-server --cluster-enabled yes`` x3 on OS-assigned
 free ports (bus port = port + 10000, both checked free), ``redis-cli --cluster create``, then
@@ -23,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -503,3 +511,462 @@ def test_module_release_wakes_python_waiter(cluster, rc, spawn):
         assert rc.execute_command("LOCK.OWNER", name) is None
     finally:
         waiter_client.close()
+
+
+# --- resharding -----------------------------------------------------------------------------
+#
+# A slot moves from a source node to a target: the target is set IMPORTING, the source
+# MIGRATING, the slot's keys are MIGRATEd, and every node is told the slot's new owner. The
+# server routes LOCK.* by lock:<name> (the module's filter puts it in front of the name), so a
+# lock is served where it is: on the source while lock:<name> is there, on the target (by -ASK)
+# once it has left. What must hold throughout: never two holders, exactly one answer for every
+# waiter (a -TRYAGAIN that sends its client to the lock's new node is one), and the migration
+# completing.
+
+
+def node_id(cluster, port):
+    return text(cluster.direct[port].execute_command("CLUSTER", "MYID"))
+
+
+def other_port(cluster, port):
+    return next(p for p in cluster.direct if p != port)
+
+
+def open_slot(cluster, slot, source, target):
+    """CLUSTER SETSLOT IMPORTING on the target, then MIGRATING on the source (as redis-cli)."""
+    cluster.direct[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(cluster, source))
+    cluster.direct[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(cluster, target))
+
+
+def migrate_keys(cluster, slot, source, target):
+    """MIGRATE every key of `slot` from source to target, as redis-cli does (no REPLACE)."""
+    client = cluster.direct[source]
+    moved = []
+    while True:
+        keys = client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        if not keys:
+            return sorted(text(k) for k in moved)
+        client.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        moved += keys
+
+
+def close_slot(cluster, slot, target):
+    """Every node: the slot is the target's now (target first, as redis-cli)."""
+    owner = node_id(cluster, target)
+    for port in sorted(cluster.direct, key=lambda p: p != target):
+        cluster.direct[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner)
+
+
+def rlock_info(client):
+    return {k[len("rlock_"):]: v for k, v in client.info("rlock").items()}
+
+
+@pytest.fixture
+def slots(cluster, rc):
+    """Slots a test opens: closed on the target at teardown whatever happened (keys dropped)."""
+    opened = []  # (slot, target)
+    yield opened
+
+    def closed():
+        for client in cluster.direct.values():
+            free_blocked(client)
+        for slot, target in opened:
+            close_slot(cluster, slot, target)
+        return True
+
+    _deadline_poll("slots closed", CLUSTER_TIMEOUT, closed)
+    _deadline_poll("one slot map on every node", CLUSTER_TIMEOUT, cluster._converged)
+
+
+class Waiter:
+    """A blocking LOCK.ACQUIRE in a thread, through its own RedisCluster client (which follows
+    -ASK, -MOVED and -TRYAGAIN): its final reply, or the error it raised."""
+
+    def __init__(self, cluster, name, token, *options, block_ms=20000, ttl=60):
+        self.client = _cluster_client(cluster, socket_timeout=None)
+        self.args = ("LOCK.ACQUIRE", name, token, ttl, "BLOCK", block_ms, *options)
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.future = self.pool.submit(self._run)
+
+    def _run(self):
+        try:
+            return text(self.client.execute_command(*self.args))
+        finally:
+            self.client.close()
+
+    def result(self, seconds, what):
+        return result_within(self.future, seconds, what)
+
+
+def wait_blocked_on(cluster, want, what):
+    """Wait until blocked_clients per node is `want` ({port: n}; others 0)."""
+    want = {p: want.get(p, 0) for p in cluster.direct}
+    deadline = time.monotonic() + BLOCKED_TIMEOUT
+    while True:
+        now = blocked_per_node(cluster)
+        if now == want:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: blocked_clients per node {now}, expected {want}")
+        time.sleep(0.005)
+
+
+def test_reshard_by_hand_moves_a_held_and_awaited_lock(cluster, rc, slots):
+    name = "{mig1}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE")) == 1
+    redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0)
+    waiter = Waiter(cluster, name, "w1")
+    wait_blocked_on(cluster, {source: 1}, "waiter on the source")
+
+    open_slot(cluster, slot, source, target)
+    slots.append((slot, target))
+    # The lock is still on the source: served there. A rival gets nil (not -ASK to the
+    # target, where it would find the lock free), the holder keeps it.
+    assert cluster.direct[source].execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
+    assert rc.execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "holder"
+    assert rc.execute_command("LOCK.RENEW", name, "holder", 60) == 1
+    assert cluster.direct[target].keys("*") == []
+
+    # MIGRATE moves every key of the slot; nothing is in its way on the target.
+    moved = migrate_keys(cluster, slot, source, target)
+    assert moved == [f"lock-fence:{name}", f"lock:{name}"]
+    assert cluster.direct[source].keys("*") == []
+    # The waiter was answered -TRYAGAIN on the source (the lock left; not handed a lock that
+    # is now the target's), retried, was sent on by -ASK, and now waits on the target.
+    wait_blocked_on(cluster, {target: 1}, "waiter retried on the target")
+    assert rlock_info(cluster.direct[source]).get("waiters_redirected", 0) == redirected + 1
+    assert cluster.direct[source].keys("*") == []
+    assert rc.execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "holder"
+
+    # The holder's release reaches the lock on the target and hands it to the waiter.
+    assert rc.execute_command("LOCK.RELEASE", name, "holder") == 1
+    assert waiter.result(WAKE, "waiter after the release on the target") == "OK"
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
+    # The fence counter moved with the lock: the next fence is above the first.
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+    assert rc.execute_command("LOCK.ACQUIRE", name, "next", 60, "FENCE") == 2
+
+    close_slot(cluster, slot, target)
+    slots.clear()
+    _deadline_poll("one slot map on every node", CLUSTER_TIMEOUT, cluster._converged)
+    assert cluster.owner_port(slot) == target
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "next"
+    assert rc.execute_command("LOCK.RELEASE", name, "next") == 1
+    assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
+    assert cluster.direct[source].keys("*") == []
+
+
+def test_lock_expiring_on_a_migrating_source_is_not_granted_there(cluster, rc, slots):
+    name = "{mig2}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 2)) == "OK"
+    redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0)
+    waiter = Waiter(cluster, name, "w1", block_ms=10000)
+    wait_blocked_on(cluster, {source: 1}, "waiter on the source")
+    open_slot(cluster, slot, source, target)
+    slots.append((slot, target))
+
+    # The lease ends on the source while the slot migrates. Writing the lock there for the
+    # waiter would make a second holder: a rival asking now is sent to the target (-ASK, the
+    # lock is not on the source), where it would find the lock free. The waiter is answered
+    # -TRYAGAIN instead, retries, is sent to the target and takes the lock there.
+    assert text(cluster.direct[source].get(f"lock:{name}")) == "holder"  # still held: set up in time
+    reply = waiter.result(6, "waiter after the holder's lease ended")
+    assert reply == "OK"
+    assert cluster.direct[source].keys("*") == []
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
+    assert rc.execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
+    assert rlock_info(cluster.direct[source]).get("waiters_redirected", 0) == redirected + 1
+    assert migrate_keys(cluster, slot, source, target) == []
+    close_slot(cluster, slot, target)
+    slots.clear()
+    _deadline_poll("one slot map on every node", CLUSTER_TIMEOUT, cluster._converged)
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+
+
+def moving_slots_under_lock_traffic(cluster, rc, move):
+    """`move(source, target, slots)` moves `slots` (a source's lowest) while four clients keep
+    taking three locks in them (BLOCK), checking each grant against the others, and releasing
+    them. Returns what `move` returned once the clients are done."""
+    source = cluster.nodes[0].port
+    target = cluster.nodes[1].port
+    owned = sorted(s for s, p in cluster._slot_map(cluster.direct[source]).items() if p == source)
+    count = 64
+    moving = set(owned[:count])  # redis-cli takes a source's lowest slots first
+    names = []
+    for i in range(200_000):
+        name = f"{{busy{i}}}"
+        if rc.keyslot(name) in moving and rc.keyslot(name) not in {rc.keyslot(n) for n in names}:
+            names.append(name)
+            if len(names) == 3:
+                break
+    assert len(names) == 3
+
+    holders = {}  # name -> token, as the clients see it
+    guard = threading.Lock()
+    violations, errors, grants = [], [], {}
+    stop = threading.Event()
+
+    def worker(index):
+        client = _cluster_client(cluster, socket_timeout=None)
+        token = f"t{index}"
+        grants[token] = 0
+        try:
+            n = 0
+            while not stop.is_set():
+                name = names[n % len(names)]
+                n += 1
+                try:
+                    reply = client.execute_command("LOCK.ACQUIRE", name, token, 30, "BLOCK", 3000)
+                except (redis.ResponseError, redis.exceptions.ClusterError) as exc:
+                    errors.append(repr(exc))  # e.g. TRYAGAIN retried until redis-py gave up
+                    continue
+                if reply is None:
+                    continue
+                with guard:
+                    if holders.get(name) is not None:
+                        violations.append((name, holders[name], token))
+                    holders[name] = token
+                grants[token] += 1
+                owner_now = text(client.execute_command("LOCK.OWNER", name))
+                if owner_now != token:
+                    violations.append((name, "owner", owner_now, token))
+                with guard:
+                    holders[name] = None
+                for _ in range(20):
+                    try:
+                        released = client.execute_command("LOCK.RELEASE", name, token)
+                        break
+                    except (redis.ResponseError, redis.exceptions.ClusterError) as exc:
+                        errors.append(repr(exc))
+                else:
+                    released = None
+                if released != 1:
+                    violations.append((name, "release", released, token))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        _deadline_poll("clients taking the locks", 10, lambda: all(grants.get(f"t{i}", 0) > 3 for i in range(4)))
+        before = dict(grants)
+        redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0)
+        moved = move(source, target, sorted(moving))
+        during = {t: grants[t] - before[t] for t in grants}
+        _deadline_poll("clients taking the moved locks", 10,
+                       lambda: all(grants[t] - before[t] > during[t] + 3 for t in grants))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+    assert not any(t.is_alive() for t in threads), "a client never got its answer"
+    assert violations == []
+    _deadline_poll("one slot map on every node", CLUSTER_TIMEOUT, cluster._converged)
+    for name in names:
+        assert cluster.owner_port(rc.keyslot(name)) == target
+        assert rc.execute_command("LOCK.OWNER", name) is None
+    for port, client in cluster.direct.items():
+        assert lock_keys(client) == [], f"node {port}"
+    assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
+    redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0) - redirected
+    print(f"grants {grants}, during reshard {during}, waiters redirected {redirected}, "
+          f"errors {len(errors)}: {errors[:5]}")
+    return moved
+
+
+def test_redis_cli_reshard_under_lock_traffic(cluster, rc):
+    cli = _binary("redis-cli", "REDIS_CLI")
+
+    def reshard(source, target, slots):
+        return subprocess.run(
+            [cli, "--cluster", "reshard", f"127.0.0.1:{source}",
+             "--cluster-from", node_id(cluster, source), "--cluster-to", node_id(cluster, target),
+             "--cluster-slots", str(len(slots)), "--cluster-yes"],
+            capture_output=True, text=True, timeout=120,
+        )
+
+    done = moving_slots_under_lock_traffic(cluster, rc, reshard)
+    assert done.returncode == 0, f"reshard failed:\n{done.stdout[-3000:]}\n{done.stderr}"
+
+
+def test_fence_counter_moved_ahead_of_its_lock(cluster, rc, slots):
+    """MIGRATE takes a slot's keys in any order: the fence counter may reach the target while
+    the lock is still held on the source. No fence is then issued from a counter that is not
+    there (it would repeat one): a fenced waiter is answered -TRYAGAIN, retries, and gets its
+    fence where the counter is."""
+    name = "{mig3}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    waiter = Waiter(cluster, name, "w1")
+    wait_blocked_on(cluster, {source: 1}, "first waiter on the source")
+    fenced = _cluster_client(cluster, socket_timeout=None)
+    try:
+        pool = ThreadPoolExecutor(max_workers=1)
+        future = pool.submit(lambda: fenced.execute_command("LOCK.ACQUIRE", name, "w2", 60, "BLOCK", 20000, "FENCE"))
+        wait_blocked_on(cluster, {source: 2}, "two waiters on the source")
+        open_slot(cluster, slot, source, target)
+        slots.append((slot, target))
+        cluster.direct[source].execute_command("MIGRATE", "127.0.0.1", target, f"lock-fence:{name}", 0, 5000)
+        # The holder's retry with FENCE would need the counter: try again later.
+        with pytest.raises(redis.ResponseError, match="^TRYAGAIN"):
+            cluster.direct[source].execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE")
+        keys_on_source = lambda: sorted(text(k) for k in cluster.direct[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10))
+        assert keys_on_source() == [f"lock:{name}"]
+        # The release hands the lock to the first waiter (no fence asked) on the source.
+        assert rc.execute_command("LOCK.RELEASE", name, "holder") == 1
+        assert waiter.result(WAKE, "unfenced waiter") == "OK"
+        assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+        # Its release cannot give the fenced waiter a fence on the source: -TRYAGAIN, and
+        # redis-py retries: -ASK to the target (the lock is free and has left the source),
+        # where the counter is.
+        assert result_within(future, WAKE, "fenced waiter") == 2
+        assert keys_on_source() == []
+        assert text(rc.execute_command("LOCK.OWNER", name)) == "w2"
+        assert rc.execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
+        assert rc.execute_command("LOCK.RELEASE", name, "w2") == 1
+    finally:
+        fenced.close()
+
+
+def test_fenced_hand_over_on_the_importing_target_outside_a_command(cluster, rc, slots):
+    """On the importing target the server serves a key only to a client that sent ASKING: the
+    module's own calls from a timer or callback (reading the fence counter for a hand-over
+    when a BIND holder's connection goes) are refused there. The fenced waiter is answered
+    -TRYAGAIN (not an error about the counter), retries, and gets its fence."""
+    name = "{mig4}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    open_slot(cluster, slot, source, target)
+    slots.append((slot, target))
+    assert migrate_keys(cluster, slot, source, target) == [f"lock-fence:{name}", f"lock:{name}"]
+    binder = redis.Redis(host="127.0.0.1", port=target, socket_timeout=10)
+    binder.execute_command("ASKING")
+    assert text(binder.execute_command("LOCK.ACQUIRE", name, "holder", 60, "BIND")) == "OK"
+    waiter = Waiter(cluster, name, "w1", "FENCE")
+    wait_blocked_on(cluster, {target: 1}, "fenced waiter on the target")
+    binder.close()  # the bound holder goes: the lock is handed on from outside a command
+    assert waiter.result(WAKE, "fenced waiter after the holder left") == 2
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+
+
+def test_multi_and_scripts_in_cluster_mode(cluster, rc):
+    name = "{tx}"
+    port = cluster.owner_port(rc.keyslot(name))
+    node = cluster.direct[port]
+    # Clients route by the name (argument 1, from COMMAND INFO: they see no filter).
+    assert rc.determine_slot("LOCK.ACQUIRE", name, "t", 10) == rc.keyslot(name)
+    # Queued in MULTI (the filter runs at queue time), run at EXEC.
+    pipe = node.pipeline(transaction=True)
+    pipe.execute_command("LOCK.ACQUIRE", name, "t1", 10)
+    pipe.execute_command("LOCK.OWNER", name)
+    assert [text(r) for r in pipe.execute()] == ["OK", "t1"]
+    # From a script (the filter sees its calls).
+    script = "return redis.call('LOCK.RELEASE', KEYS[1], ARGV[1])"
+    assert node.eval(script, 1, name, "t1") == 1
+    # The arguments as sent are checked as always.
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'LOCK.RELEASE'"):
+        rc.execute_command("LOCK.RELEASE", name)
+    with pytest.raises(redis.ResponseError, match="ttl must be a positive"):
+        rc.execute_command("LOCK.ACQUIRE", name, "t", "x")
+
+
+def test_waiters_answered_when_their_node_loses_the_slot_silently(cluster, rc):
+    """A node that loses a slot to another's higher epoch (an operator's forced SETSLOT NODE +
+    BUMPEPOCH, or a failover's claim) deletes the slot's keys without a keyspace event. Its
+    waiters must still be answered (at most about a second later, not at the end of the
+    holder's 1000 s lease), and sent where the slot is now."""
+    name = "{dirty}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 1000)) == "OK"
+    waiter = Waiter(cluster, name, "w1", block_ms=30000)
+    wait_blocked_on(cluster, {source: 1}, "waiter on the source")
+    cluster.direct[target].execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(cluster, target))
+    cluster.direct[target].execute_command("CLUSTER", "BUMPEPOCH")
+    _deadline_poll("the source sees the target's claim", CLUSTER_TIMEOUT,
+                   lambda: cluster._slot_map(cluster.direct[source])[slot] == target)
+    _deadline_poll("the source dropped the slot's keys", 5,
+                   lambda: cluster.direct[source].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0)
+    # The lock went with the source's copy of the slot; the waiter, sent to the target, takes it.
+    assert waiter.result(5, "waiter after its node lost the slot") == "OK"
+    _deadline_poll("one slot map on every node", CLUSTER_TIMEOUT, cluster._converged)
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+    assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
+
+
+def migrate_slots_atomically(cluster, source, target, slots):
+    """Valkey 9's CLUSTER MIGRATESLOTS, until every node sees the slots on the target; skips
+    the test on servers without it."""
+    args = []
+    for first, last in slot_ranges(slots):
+        args += [first, last]
+    try:
+        cluster.direct[source].execute_command(
+            "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", *args, "NODE", node_id(cluster, target))
+    except redis.ResponseError as exc:
+        if "unknown subcommand" in str(exc).lower():
+            pytest.skip("no atomic slot migration on this server")
+        raise
+    _deadline_poll("every node sees the slots moved", CLUSTER_TIMEOUT,
+                   lambda: all(cluster._slot_map(c)[s] == target
+                               for c in cluster.direct.values() for s in slots))
+
+
+def test_atomic_slot_migration_moves_a_held_and_awaited_lock(cluster, rc):
+    """Valkey 9's atomic slot migration (rlock declares that it copes with it: the server
+    refuses CLUSTER MIGRATESLOTS while a module has not). The source serves the lock until the
+    cut-over, then drops the slot's keys; its waiter is answered -TRYAGAIN and follows the lock
+    to the target, where the holder's release hands it over; the fence counter goes on."""
+    name = "{asm}"
+    slot = rc.keyslot(name)
+    source = cluster.owner_port(slot)
+    target = other_port(cluster, source)
+    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    waiter = Waiter(cluster, name, "w1")
+    wait_blocked_on(cluster, {source: 1}, "waiter on the source")
+    migrate_slots_atomically(cluster, source, target, [slot])
+    wait_blocked_on(cluster, {target: 1}, "waiter on the target")
+    assert cluster.direct[source].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    assert text(rc.execute_command("LOCK.OWNER", name)) == "holder"
+    assert rc.execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
+    assert rc.execute_command("LOCK.RELEASE", name, "holder") == 1
+    assert waiter.result(WAKE, "waiter after the release on the target") == "OK"
+    assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
+    assert rc.execute_command("LOCK.ACQUIRE", name, "next", 60, "FENCE") == 2
+    assert rc.execute_command("LOCK.RELEASE", name, "next") == 1
+    assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
+
+def slot_ranges(slots):
+    """Sorted slots as (first, last) runs."""
+    runs = []
+    for slot in slots:
+        if runs and runs[-1][1] == slot - 1:
+            runs[-1][1] = slot
+        else:
+            runs.append([slot, slot])
+    return runs
+
+
+def test_atomic_slot_migration_under_lock_traffic(cluster, rc):
+    """Valkey 9's CLUSTER MIGRATESLOTS moves the slots of three busy locks: the source serves
+    them until the cut-over (the module's writes reach the target with the slot's own), then
+    drops them; its waiters are answered -TRYAGAIN and follow the locks."""
+    moving_slots_under_lock_traffic(
+        cluster, rc, lambda source, target, slots: migrate_slots_atomically(cluster, source, target, slots))
