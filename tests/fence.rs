@@ -449,7 +449,8 @@ fn a_promoted_replica_that_missed_the_last_fences_goes_on_above_them() {
     let mut p = Raw::connect(&primary);
     let mut r = Raw::connect(&replica);
     let f1 = fence(p.call(&["LOCK.ACQUIRE", "fo", "A", "60", "FENCE"]));
-    sync_replicas(&mut primary.conn(), 1);
+    // WAIT on the connection that wrote (a fresh one has nothing to wait for).
+    assert_eq!(p.call(&["WAIT", "1", "10000"]), R::Int(1));
     assert_eq!(
         r.call(&["HGET", "lock-fence:fo", "fence"]),
         R::Bulk(Some(f1.to_string().into_bytes()))
