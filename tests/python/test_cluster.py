@@ -616,7 +616,8 @@ def test_reshard_by_hand_moves_a_held_and_awaited_lock(cluster, rc, slots):
     slot = rc.keyslot(name)
     source = cluster.owner_port(slot)
     target = other_port(cluster, source)
-    assert text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE")) == 1
+    first = int(text(rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE")))
+    assert first > 0
     redirected = rlock_info(cluster.direct[source]).get("waiters_redirected", 0)
     waiter = Waiter(cluster, name, "w1")
     wait_blocked_on(cluster, {source: 1}, "waiter on the source")
@@ -649,7 +650,7 @@ def test_reshard_by_hand_moves_a_held_and_awaited_lock(cluster, rc, slots):
     assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
     # The fence counter moved with the lock: the next fence is above the first.
     assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
-    assert rc.execute_command("LOCK.ACQUIRE", name, "next", 60, "FENCE") == 2
+    assert rc.execute_command("LOCK.ACQUIRE", name, "next", 60, "FENCE") > first
 
     close_slot(cluster, slot, target)
     slots.clear()
@@ -808,7 +809,8 @@ def test_fence_counter_moved_ahead_of_its_lock(cluster, rc, slots):
     slot = rc.keyslot(name)
     source = cluster.owner_port(slot)
     target = other_port(cluster, source)
-    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    first = rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE")
+    assert first > 0
     waiter = Waiter(cluster, name, "w1")
     wait_blocked_on(cluster, {source: 1}, "first waiter on the source")
     fenced = _cluster_client(cluster, socket_timeout=None)
@@ -831,7 +833,7 @@ def test_fence_counter_moved_ahead_of_its_lock(cluster, rc, slots):
         # Its release cannot give the fenced waiter a fence on the source: -TRYAGAIN, and
         # redis-py retries: -ASK to the target (the lock is free and has left the source),
         # where the counter is.
-        assert result_within(future, WAKE, "fenced waiter") == 2
+        assert result_within(future, WAKE, "fenced waiter") > first
         assert keys_on_source() == []
         assert text(rc.execute_command("LOCK.OWNER", name)) == "w2"
         assert rc.execute_command("LOCK.ACQUIRE", name, "rival", 60) is None
@@ -849,7 +851,8 @@ def test_fenced_hand_over_on_the_importing_target_outside_a_command(cluster, rc,
     slot = rc.keyslot(name)
     source = cluster.owner_port(slot)
     target = other_port(cluster, source)
-    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    first = rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE")
+    assert first > 0
     open_slot(cluster, slot, source, target)
     slots.append((slot, target))
     assert migrate_keys(cluster, slot, source, target) == [f"lock-fence:{name}", f"lock:{name}"]
@@ -859,7 +862,7 @@ def test_fenced_hand_over_on_the_importing_target_outside_a_command(cluster, rc,
     waiter = Waiter(cluster, name, "w1", "FENCE")
     wait_blocked_on(cluster, {target: 1}, "fenced waiter on the target")
     binder.close()  # the bound holder goes: the lock is handed on from outside a command
-    assert waiter.result(WAKE, "fenced waiter after the holder left") == 2
+    assert waiter.result(WAKE, "fenced waiter after the holder left") > first
     assert text(rc.execute_command("LOCK.OWNER", name)) == "w1"
     assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
 
@@ -938,7 +941,8 @@ def test_atomic_slot_migration_moves_a_held_and_awaited_lock(cluster, rc):
     slot = rc.keyslot(name)
     source = cluster.owner_port(slot)
     target = other_port(cluster, source)
-    assert rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE") == 1
+    first = rc.execute_command("LOCK.ACQUIRE", name, "holder", 60, "FENCE")
+    assert first > 0
     waiter = Waiter(cluster, name, "w1")
     wait_blocked_on(cluster, {source: 1}, "waiter on the source")
     migrate_slots_atomically(cluster, source, target, [slot])
@@ -949,7 +953,7 @@ def test_atomic_slot_migration_moves_a_held_and_awaited_lock(cluster, rc):
     assert rc.execute_command("LOCK.RELEASE", name, "holder") == 1
     assert waiter.result(WAKE, "waiter after the release on the target") == "OK"
     assert rc.execute_command("LOCK.RELEASE", name, "w1") == 1
-    assert rc.execute_command("LOCK.ACQUIRE", name, "next", 60, "FENCE") == 2
+    assert rc.execute_command("LOCK.ACQUIRE", name, "next", 60, "FENCE") > first
     assert rc.execute_command("LOCK.RELEASE", name, "next") == 1
     assert blocked_per_node(cluster) == {p: 0 for p in cluster.direct}
 
