@@ -23,16 +23,19 @@ pub fn run_command(
     } else {
         unsafe { std::slice::from_raw_parts(argv, argc as usize) }
     };
-    // No command takes more than 6 arguments: more are an arity error, and no allocation.
+    // No valid call has more than 8 arguments: those are read without an allocation. A longer
+    // one is still handed over whole (a Vec), so that the handler gives the error it is due
+    // (a repeated or unknown option, not an arity error).
     let mut buf: [&[u8]; 8] = [&[]; 8];
-    let n = raw_args.len().min(buf.len());
-    for (slot, arg) in buf.iter_mut().zip(raw_args) {
-        *slot = string_bytes(*arg);
-    }
+    let long: Vec<&[u8]>;
     let args: &[&[u8]] = if raw_args.len() > buf.len() {
-        &buf[..1]
+        long = raw_args.iter().map(|a| string_bytes(*a)).collect();
+        &long
     } else {
-        &buf[..n]
+        for (slot, arg) in buf.iter_mut().zip(raw_args) {
+            *slot = string_bytes(*arg);
+        }
+        &buf[..raw_args.len()]
     };
     let c = Ctx(ctx);
     let reply = catch_unwind(AssertUnwindSafe(|| handler(c, args))).unwrap_or_else(|_| {
