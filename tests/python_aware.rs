@@ -368,6 +368,28 @@ fn python_signal_is_a_module_config() {
     );
 }
 
+/// A load option the module does not know, or a value it does not take, stops the module from
+/// loading (and so the server from starting), with a log line naming it: a misspelt option
+/// must not leave the default in force unnoticed.
+#[test]
+fn a_misspelt_load_option_refuses_to_load() {
+    let load = |extra: &[&str]| {
+        let mut args = vec!["--loadmodule".to_string(), module_path().display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (&["python-signl", "never"], "unknown load option 'python-signl'"),
+        (&["python-signal", "nevr"], "bad value 'nevr' for load option python-signal"),
+        (&["python-signal"], "load option 'python-signal' has no value"),
+        (&["python-signal", "never", "extra", "1"], "unknown load option 'extra'"),
+    ];
+    for (extra, want) in cases {
+        let log = start_fails(&load(extra));
+        assert!(log.contains(want), "{extra:?}: no {want:?} in the log:\n{log}");
+    }
+}
+
 // ---- python-redis-lock waiters get their turn ----
 
 #[test]
