@@ -718,9 +718,12 @@ fn perform_due(ctx: Ctx) {
 /// One due look at a lock: hand a free lock to its first waiter (or signal python-redis-lock's
 /// waiters), take back a grant that never reached its client, or follow the holder's lease.
 fn look_at(ctx: Ctx, check: Check, now: i64) {
-    if !ctx.select_db(check.lock.db) {
-        return;
-    }
+    // In the lock's database, and back to the context's own after (it may be a real client's).
+    let db = check.lock.db;
+    ctx.in_db(db, |ctx| look_at_here(ctx, check, now));
+}
+
+fn look_at_here(ctx: Ctx, check: Check, now: i64) {
     let name = &check.lock.name;
     let key_name = keys::lock_key(name);
     let Some(mut key) = Key::open(ctx, &key_name, true) else {
