@@ -204,14 +204,18 @@ pub fn python_waits(client: u64, name: &[u8], timeout_ms: Option<i64>) {
     let now = Ctx::now_ms();
     let until = timeout_ms.map_or(i64::MAX, |ms| later(now, ms));
     let overflowed = with(|s| {
+        // Swept before this wait is noted: its client is not blocked yet (the filter runs
+        // before the command), and a sweep would drop it.
+        let overflowed = s.python.wants_sweep() && s.python.sweep(now, redis::client_blocked);
         let ticket = s.core.ticket();
         s.python.blpop(name, client, until, now, ticket);
-        s.python.wants_sweep() && s.python.sweep(now, redis::client_blocked)
+        overflowed
     });
     if overflowed {
         Ctx::log_warning_anywhere(
             "rlock: too many python-redis-lock waits to follow (BLPOP on lock-signal:*): \
-             every freed lock is signalled from now on",
+             every freed lock is signalled until the clients blocked in BLPOP/BRPOP now are \
+             unblocked",
         );
     }
 }
@@ -249,7 +253,7 @@ pub fn python_signalled_elsewhere(name: &[u8]) {
 /// `name` was freed and nobody the module serves takes it: signal it, as python-redis-lock's
 /// release would, if a python-redis-lock client may be waiting for it.
 fn signal_if_awaited(ctx: Ctx, name: &[u8], now: i64) {
-    if python_may_wait(name, now) {
+    if python_may_wait(ctx, name, now) {
         keys::signal(ctx, name, now);
         python_signalled(name);
         stats::bump(Counter::PythonSignalsSent);
@@ -264,11 +268,20 @@ fn python_signalled(name: &[u8]) {
 }
 
 /// Whether a lock the module frees is signalled for python-redis-lock (`rlock.python-signal`).
-fn python_may_wait(name: &[u8], now: i64) -> bool {
+/// After an overflow of the watches, the clients blocked in a list pop now stand for them.
+fn python_may_wait(ctx: Ctx, name: &[u8], now: i64) -> bool {
     match config::python_signal() {
         PythonSignal::always => true,
         PythonSignal::never => false,
-        PythonSignal::auto => with(|s| s.python.may_wait(name, now, redis::client_blocked)),
+        PythonSignal::auto => {
+            if with(|s| s.python.overflowing()) {
+                let Some(blocked) = redis::clients_blocked_in(ctx, &["blpop", "brpop"]) else {
+                    return true;
+                };
+                with(|s| s.python.overflow_over(blocked));
+            }
+            with(|s| s.python.may_wait(name, now, redis::client_blocked))
+        }
     }
 }
 
@@ -413,7 +426,7 @@ pub fn lock_info(ctx: Ctx, name: &[u8], key_name: &[u8]) -> CmdResult {
             .and_then(|(client, token)| (owner.as_deref() == Some(&token[..])).then_some(*client));
         (s.core.queued(&lock), bound)
     });
-    let python = python_may_wait(name, now);
+    let python = python_may_wait(ctx, name, now);
     let int = |n: u64| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
     Ok(Reply::Map(vec![
         ("owner", owner.map_or(Reply::Nil, Reply::Bulk)),
@@ -733,7 +746,7 @@ fn look_at_here(ctx: Ctx, check: Check, now: i64) {
         Kind::Empty => {
             // Not again if someone (python-redis-lock's own release) has just signalled.
             let signal = check.signal_if_free
-                && python_may_wait(name, now)
+                && python_may_wait(ctx, name, now)
                 && !keys::signal_pending(ctx, name);
             hand_over_or_free(ctx, &mut key, name, &key_name, now, signal)
         }
