@@ -55,10 +55,25 @@ struct State {
     fence_of: HashMap<Handle, i64>,
     /// Waiters that asked for `BIND`, and their clients: bound when handed the lock.
     bind_on_grant: HashMap<Handle, u64>,
-    /// Bound locks: the client they are bound to, and the token they were bound with.
+    /// Bound locks: the client they are bound to, and the token they were bound with. A
+    /// binding ends with its lock, whatever ends it (`end_binding`).
     bound: HashMap<LockId, (u64, Box<[u8]>)>,
-    /// The locks bound to each client (may name locks bound elsewhere since: `bound` decides).
-    bound_by_client: HashMap<u64, Vec<LockId>>,
+    /// The locks bound to each client: exactly `bound`'s keys bound to it (O(1) both ways).
+    bound_by_client: HashMap<u64, HashSet<LockId>>,
+}
+
+impl State {
+    /// `lock` is no longer bound (if it was): out of both maps.
+    fn unbind(&mut self, lock: &LockId) -> Option<(u64, Box<[u8]>)> {
+        let (client, token) = self.bound.remove(lock)?;
+        if let Some(locks) = self.bound_by_client.get_mut(&client) {
+            locks.remove(lock);
+            if locks.is_empty() {
+                self.bound_by_client.remove(&client);
+            }
+        }
+        Some((client, token))
+    }
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
@@ -129,7 +144,9 @@ pub fn info(info: &mut Info) {
     info.int("locks_with_waiters", n(locks));
     info.int("python_waits_followed", n(python_waits));
     info.int("python_turns_open", n(python_turns));
-    info.int("bound_locks", n(with(|s| s.bound.len())));
+    let (bound, bound_clients) = with(|s| (s.bound.len(), s.bound_by_client.len()));
+    info.int("bound_locks", n(bound));
+    info.int("bound_clients", n(bound_clients));
     for (name, count) in stats::all() {
         info.int(name, i64::try_from(count).unwrap_or(i64::MAX));
     }
@@ -151,20 +168,42 @@ fn set_binding(ctx: Ctx, name: &[u8], token: &[u8], client: Option<u64>) {
             return;
         }
         let lock = LockId::new(ctx.db(), name);
-        let Some(client) = client else {
-            s.bound.remove(&lock);
-            return;
-        };
-        s.bound.insert(lock.clone(), (client, token.into()));
-        let locks = s.bound_by_client.entry(client).or_default();
-        if locks.len() >= 16 {
-            // Locks released or bound elsewhere since: drop them, so a long-lived connection
-            // binding lock after lock keeps a short list.
-            let bound = &s.bound;
-            locks.retain(|l| bound.get(l).is_some_and(|(c, _)| *c == client));
+        s.unbind(&lock);
+        if let Some(client) = client {
+            s.bound_by_client
+                .entry(client)
+                .or_default()
+                .insert(lock.clone());
+            s.bound.insert(lock, (client, token.into()));
         }
-        if !locks.contains(&lock) {
-            locks.push(lock);
+    });
+}
+
+/// The lock `name` of the selected database ends (let go by the module, deleted, expired,
+/// evicted, renamed or moved away): so does its binding.
+fn end_binding(ctx: Ctx, name: &[u8]) {
+    with(|s| {
+        if !s.bound.is_empty() {
+            s.unbind(&LockId::new(ctx.db(), name));
+        }
+    });
+}
+
+/// `FLUSHALL`/`FLUSHDB`/`SWAPDB`: the locks of database `db` (None: every database) are gone
+/// from it, and their bindings end.
+pub fn bindings_end_in(db: Option<i32>) {
+    with(|s| {
+        if s.bound.is_empty() {
+            return;
+        }
+        let ended: Vec<LockId> = s
+            .bound
+            .keys()
+            .filter(|l| db.is_none_or(|db| l.db == db))
+            .cloned()
+            .collect();
+        for lock in ended {
+            s.unbind(&lock);
         }
     });
 }
@@ -182,11 +221,9 @@ pub fn client_gone(ctx: Ctx, client: u64) {
         };
         let mut released = 0;
         for lock in locks {
-            if s.bound.get(&lock).is_some_and(|(c, _)| *c == client) {
-                if let Some((_, token)) = s.bound.remove(&lock) {
-                    s.core.schedule_take_back(&lock, &token, now);
-                    released += 1;
-                }
+            if let Some((_, token)) = s.bound.remove(&lock) {
+                s.core.schedule_take_back(&lock, &token, now);
+                released += 1;
             }
         }
         released
@@ -629,6 +666,7 @@ pub fn lock_freed(ctx: Ctx, name: &[u8], expired: bool) {
     } else {
         Counter::ForeignDeletesObserved
     });
+    end_binding(ctx, name);
     // python-redis-lock's own release has just signalled: nothing left to do. (Reading here
     // is fine; only writes must wait for the timer.)
     if !has_waiters(ctx, name) && keys::signal_pending(ctx, name) {
@@ -835,6 +873,7 @@ fn hand_over_or_free(
     now: i64,
     signal: bool,
 ) {
+    end_binding(ctx, name);
     let (timed_out, next) = with(|s| {
         if s.core.waiting() == 0 {
             return (Vec::new(), Next::Free);

@@ -112,8 +112,14 @@ fn key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
 /// have changed. A client gone: the locks bound to it are let go.
 fn server_event(ctx: Ctx, event: ServerEvent) {
     match event {
-        ServerEvent::Flushed(db) => engine::databases_changed(ctx, db),
+        ServerEvent::Flushed(db) => {
+            engine::bindings_end_in(db);
+            engine::databases_changed(ctx, db);
+        }
         ServerEvent::Swapped(a, b) => {
+            // The locks named in a binding are no longer in its database.
+            engine::bindings_end_in(Some(a));
+            engine::bindings_end_in(Some(b));
             engine::databases_changed(ctx, Some(a));
             engine::databases_changed(ctx, Some(b));
         }

@@ -43,6 +43,12 @@ impl Ctx {
         f & deny == 0
     }
 
+    /// Whether the running command was called by a script or a function (`EVAL`, `FCALL`):
+    /// its client is then the script engine's, not the caller's.
+    pub fn in_script(self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_LUA != 0
+    }
+
     /// Whether the server runs in cluster mode. A server never enters or leaves it while
     /// running, so the context flags (not cheap: they include the memory state) are read once.
     pub fn in_cluster(self) -> bool {
