@@ -136,7 +136,8 @@ impl PythonWaiters {
             return true;
         }
         if !self.anywhere.is_empty() {
-            self.anywhere.retain(|c| *c != UNKNOWN_CLIENT && blocked(*c));
+            self.anywhere
+                .retain(|c| *c != UNKNOWN_CLIENT && blocked(*c));
             if !self.anywhere.is_empty() {
                 return true;
             }

@@ -217,7 +217,11 @@ fn a_binding_ends_when_its_lock_ends_by_any_path() {
     let mut admin = Raw::connect(&s);
     let mut holder = Raw::connect(&s);
     let bind = |h: &mut Raw, name: &str, ttl: &str| {
-        assert_eq!(h.call(&["LOCK.ACQUIRE", name, "t", ttl, "BIND"]), R::ok(), "{name}");
+        assert_eq!(
+            h.call(&["LOCK.ACQUIRE", name, "t", ttl, "BIND"]),
+            R::ok(),
+            "{name}"
+        );
     };
     let cases: &[(&str, &[&str])] = &[
         ("DEL", &["DEL", "lock:e"]),

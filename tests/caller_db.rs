@@ -52,7 +52,11 @@ fn freed_in_db_3(how: &str, free: &[&[&str]]) {
         }
         // And the caller's next commands run in its own database.
         assert_eq!(caller.call(&["SET", "mine", "1"]), R::ok());
-        assert_eq!(holder.call(&["EXISTS", "mine"]), R::Int(0), "{how}: written in db 3");
+        assert_eq!(
+            holder.call(&["EXISTS", "mine"]),
+            R::Int(0),
+            "{how}: written in db 3"
+        );
         assert_eq!(caller.call(&["DEL", "mine"]), R::Int(1));
     }
 }

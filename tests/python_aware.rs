@@ -374,19 +374,37 @@ fn python_signal_is_a_module_config() {
 #[test]
 fn a_misspelt_load_option_refuses_to_load() {
     let load = |extra: &[&str]| {
-        let mut args = vec!["--loadmodule".to_string(), module_path().display().to_string()];
+        let mut args = vec![
+            "--loadmodule".to_string(),
+            module_path().display().to_string(),
+        ];
         args.extend(extra.iter().map(|a| a.to_string()));
         args
     };
     let cases: &[(&[&str], &str)] = &[
-        (&["python-signl", "never"], "unknown load option 'python-signl'"),
-        (&["python-signal", "nevr"], "bad value 'nevr' for load option python-signal"),
-        (&["python-signal"], "load option 'python-signal' has no value"),
-        (&["python-signal", "never", "extra", "1"], "unknown load option 'extra'"),
+        (
+            &["python-signl", "never"],
+            "unknown load option 'python-signl'",
+        ),
+        (
+            &["python-signal", "nevr"],
+            "bad value 'nevr' for load option python-signal",
+        ),
+        (
+            &["python-signal"],
+            "load option 'python-signal' has no value",
+        ),
+        (
+            &["python-signal", "never", "extra", "1"],
+            "unknown load option 'extra'",
+        ),
     ];
     for (extra, want) in cases {
         let log = start_fails(&load(extra));
-        assert!(log.contains(want), "{extra:?}: no {want:?} in the log:\n{log}");
+        assert!(
+            log.contains(want),
+            "{extra:?}: no {want:?} in the log:\n{log}"
+        );
     }
 }
 
@@ -477,10 +495,17 @@ fn a_python_turn_not_taken_passes_to_the_next_module_waiter() {
 fn queue_blpops(c: &mut Raw, prefix: &str, n: usize) {
     let mut cmds: Vec<Vec<String>> = vec![vec!["MULTI".into()]];
     for i in 0..n {
-        cmds.push(vec!["BLPOP".into(), format!("lock-signal:{prefix}{i}"), "0".into()]);
+        cmds.push(vec![
+            "BLPOP".into(),
+            format!("lock-signal:{prefix}{i}"),
+            "0".into(),
+        ]);
     }
     cmds.push(vec!["DISCARD".into()]);
-    let refs: Vec<Vec<&str>> = cmds.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+    let refs: Vec<Vec<&str>> = cmds
+        .iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
     let slices: Vec<&[&str]> = refs.iter().map(|c| c.as_slice()).collect();
     c.send(&slices);
     for _ in 0..n + 2 {
@@ -531,6 +556,9 @@ fn an_overflow_of_python_waits_is_transient() {
     let R::Array(Some(fields)) = c.call(&["LOCK.INFO", "nobody"]) else {
         panic!("LOCK.INFO")
     };
-    let i = fields.iter().position(|f| *f == R::Bulk(Some(b"python".to_vec()))).unwrap();
+    let i = fields
+        .iter()
+        .position(|f| *f == R::Bulk(Some(b"python".to_vec())))
+        .unwrap();
     assert_eq!(fields[i + 1], R::Int(0), "LOCK.INFO python");
 }

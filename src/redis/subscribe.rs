@@ -144,9 +144,16 @@ unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
 /// `EVAL`, `EVALSHA`, `FCALL` and their `_RO` forms.
 fn is_script_call(name: &[u8]) -> bool {
     matches!(name.first(), Some(b'e' | b'E' | b'f' | b'F'))
-        && [&b"eval"[..], b"evalsha", b"eval_ro", b"evalsha_ro", b"fcall", b"fcall_ro"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n))
+        && [
+            &b"eval"[..],
+            b"evalsha",
+            b"eval_ro",
+            b"evalsha_ro",
+            b"fcall",
+            b"fcall_ro",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// A command as the command filter sees it, before it runs.

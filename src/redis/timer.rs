@@ -29,9 +29,8 @@ impl Ctx {
     /// refuses them (loading, a read-only replica): use the timer.
     pub fn after_notification(self, job: fn(Ctx)) -> bool {
         let data = job as *mut c_void;
-        let queued =
-            api!(RedisModule_AddPostNotificationJob(self.0, Some(job_cb), data, None) else ERR)
-                == OK;
+        let queued = api!(RedisModule_AddPostNotificationJob(self.0, Some(job_cb), data, None) else ERR)
+            == OK;
         if queued {
             // A keyspace callback's context: on Valkey 8.1 its client is the one whose command
             // raised the event (see `back_home`).
