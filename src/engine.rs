@@ -63,10 +63,25 @@ struct State {
     fence_holders: HashMap<Box<[u8]>, FenceHolder>,
     /// Waiters that asked for `BIND`, and their clients: bound when handed the lock.
     bind_on_grant: HashMap<Handle, u64>,
-    /// Bound locks: the client they are bound to, and the token they were bound with.
+    /// Bound locks: the client they are bound to, and the token they were bound with. A
+    /// binding ends with its lock, whatever ends it (`end_binding`).
     bound: HashMap<LockId, (u64, Box<[u8]>)>,
-    /// The locks bound to each client (may name locks bound elsewhere since: `bound` decides).
-    bound_by_client: HashMap<u64, Vec<LockId>>,
+    /// The locks bound to each client: exactly `bound`'s keys bound to it (O(1) both ways).
+    bound_by_client: HashMap<u64, HashSet<LockId>>,
+}
+
+impl State {
+    /// `lock` is no longer bound (if it was): out of both maps.
+    fn unbind(&mut self, lock: &LockId) -> Option<(u64, Box<[u8]>)> {
+        let (client, token) = self.bound.remove(lock)?;
+        if let Some(locks) = self.bound_by_client.get_mut(&client) {
+            locks.remove(lock);
+            if locks.is_empty() {
+                self.bound_by_client.remove(&client);
+            }
+        }
+        Some((client, token))
+    }
 }
 
 /// Who was given a lock's last fence, for the current acquisition (`State::fence_holders`).
@@ -146,7 +161,9 @@ pub fn info(info: &mut Info) {
     info.int("locks_with_waiters", n(locks));
     info.int("python_waits_followed", n(python_waits));
     info.int("python_turns_open", n(python_turns));
-    info.int("bound_locks", n(with(|s| s.bound.len())));
+    let (bound, bound_clients) = with(|s| (s.bound.len(), s.bound_by_client.len()));
+    info.int("bound_locks", n(bound));
+    info.int("bound_clients", n(bound_clients));
     for (name, count) in stats::all() {
         info.int(name, i64::try_from(count).unwrap_or(i64::MAX));
     }
@@ -166,25 +183,48 @@ fn set_binding(ctx: Ctx, name: &[u8], token: &[u8], client: Option<u64>) {
     with(|s| bind(s, LockId::new(ctx.db(), name), token, client));
 }
 
+/// `token` now holds `lock`: bound to `client`, or to no client.
 fn bind(s: &mut State, lock: LockId, token: &[u8], client: Option<u64>) {
     if client.is_none() && s.bound.is_empty() {
         return;
     }
-    let Some(client) = client else {
-        s.bound.remove(&lock);
-        return;
-    };
-    s.bound.insert(lock.clone(), (client, token.into()));
-    let locks = s.bound_by_client.entry(client).or_default();
-    if locks.len() >= 16 {
-        // Locks released or bound elsewhere since: drop them, so a long-lived connection
-        // binding lock after lock keeps a short list.
-        let bound = &s.bound;
-        locks.retain(|l| bound.get(l).is_some_and(|(c, _)| *c == client));
+    s.unbind(&lock);
+    if let Some(client) = client {
+        s.bound_by_client
+            .entry(client)
+            .or_default()
+            .insert(lock.clone());
+        s.bound.insert(lock, (client, token.into()));
     }
-    if !locks.contains(&lock) {
-        locks.push(lock);
-    }
+}
+
+/// The lock `name` of the selected database ends (let go by the module, deleted, expired,
+/// evicted, renamed or moved away): so does its binding.
+fn end_binding(ctx: Ctx, name: &[u8]) {
+    with(|s| {
+        if !s.bound.is_empty() {
+            s.unbind(&LockId::new(ctx.db(), name));
+        }
+    });
+}
+
+/// `FLUSHALL`/`FLUSHDB`/`SWAPDB`: the locks of database `db` (None: every database) are gone
+/// from it, and their bindings end.
+pub fn bindings_end_in(db: Option<i32>) {
+    with(|s| {
+        if s.bound.is_empty() {
+            return;
+        }
+        let ended: Vec<LockId> = s
+            .bound
+            .keys()
+            .filter(|l| db.is_none_or(|db| l.db == db))
+            .cloned()
+            .collect();
+        for lock in ended {
+            s.unbind(&lock);
+        }
+    });
 }
 
 /// The client `client` is gone: every lock still bound to it is taken back (if its token
@@ -200,11 +240,9 @@ pub fn client_gone(ctx: Ctx, client: u64) {
         };
         let mut released = 0;
         for lock in locks {
-            if s.bound.get(&lock).is_some_and(|(c, _)| *c == client) {
-                if let Some((_, token)) = s.bound.remove(&lock) {
-                    s.core.schedule_take_back(&lock, &token, now);
-                    released += 1;
-                }
+            if let Some((_, token)) = s.bound.remove(&lock) {
+                s.core.schedule_take_back(&lock, &token, now);
+                released += 1;
             }
         }
         released
@@ -222,14 +260,18 @@ pub fn python_waits(client: u64, name: &[u8], timeout_ms: Option<i64>) {
     let now = Ctx::now_ms();
     let until = timeout_ms.map_or(i64::MAX, |ms| later(now, ms));
     let overflowed = with(|s| {
+        // Swept before this wait is noted: its client is not blocked yet (the filter runs
+        // before the command), and a sweep would drop it.
+        let overflowed = s.python.wants_sweep() && s.python.sweep(now, redis::client_blocked);
         let ticket = s.core.ticket();
         s.python.blpop(name, client, until, now, ticket);
-        s.python.wants_sweep() && s.python.sweep(now, redis::client_blocked)
+        overflowed
     });
     if overflowed {
         Ctx::log_warning_anywhere(
             "rlock: too many python-redis-lock waits to follow (BLPOP on lock-signal:*): \
-             every freed lock is signalled from now on",
+             every freed lock is signalled until the clients blocked in BLPOP/BRPOP now are \
+             unblocked",
         );
     }
 }
@@ -268,7 +310,7 @@ pub fn python_signalled_elsewhere(name: &[u8]) {
 /// `name` was freed and nobody the module serves takes it: signal it, as python-redis-lock's
 /// release would, if a python-redis-lock client may be waiting for it.
 fn signal_if_awaited(ctx: Ctx, name: &[u8], now: i64) {
-    if python_may_wait(name, now) {
+    if python_may_wait(ctx, name, now) {
         keys::signal(ctx, name, now);
         python_signalled(name);
         stats::bump(Counter::PythonSignalsSent);
@@ -283,11 +325,20 @@ fn python_signalled(name: &[u8]) {
 }
 
 /// Whether a lock the module frees is signalled for python-redis-lock (`rlock.python-signal`).
-fn python_may_wait(name: &[u8], now: i64) -> bool {
+/// After an overflow of the watches, the clients blocked in a list pop now stand for them.
+fn python_may_wait(ctx: Ctx, name: &[u8], now: i64) -> bool {
     match config::python_signal() {
         PythonSignal::always => true,
         PythonSignal::never => false,
-        PythonSignal::auto => with(|s| s.python.may_wait(name, now, redis::client_blocked)),
+        PythonSignal::auto => {
+            if with(|s| s.python.overflowing()) {
+                let Some(blocked) = redis::clients_blocked_in(ctx, &["blpop", "brpop"]) else {
+                    return true;
+                };
+                with(|s| s.python.overflow_over(blocked));
+            }
+            with(|s| s.python.may_wait(name, now, redis::client_blocked))
+        }
     }
 }
 
@@ -439,7 +490,7 @@ pub fn lock_info(ctx: Ctx, name: &[u8], key_name: &[u8]) -> CmdResult {
             .and_then(|(client, token)| (owner.as_deref() == Some(&token[..])).then_some(*client));
         (s.core.queued(&lock), bound)
     });
-    let python = python_may_wait(name, now);
+    let python = python_may_wait(ctx, name, now);
     let int = |n: u64| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
     Ok(Reply::Map(vec![
         ("owner", owner.map_or(Reply::Nil, Reply::Bulk)),
@@ -515,16 +566,27 @@ pub fn unblock(ctx: Ctx, client: i64, error: bool) -> CmdResult {
 
 /// A woken waiter is being answered: `OK` if it was handed the lock, nil if its time ran out
 /// or it was unblocked, the `-UNBLOCKED` error for `CLIENT UNBLOCK ... ERROR`.
-pub fn answer(handle: Handle, how: Unblocked) -> CmdResult {
+pub fn answer(ctx: Ctx, handle: Handle, how: Unblocked) -> CmdResult {
+    // Answered `OK`: its acquire is the last one, and decides the binding (a group's members
+    // are answered in their order in line), if its token still holds the lock (nothing ended
+    // it in the same pass: a binding never outlives its lock).
+    let granted = if how == Unblocked::Granted {
+        with(|s| {
+            let (lock, token) = s.core.granted_to(handle)?;
+            Some((lock.clone(), token.to_vec()))
+        })
+    } else {
+        None
+    };
+    let binding = granted.filter(|(lock, token)| {
+        lock.db == ctx.db()
+            && Key::open(ctx, &keys::lock_key(&lock.name), false)
+                .is_some_and(|key| keys::holds(&key, token))
+    });
     let (made, fence) = with(|s| {
         let client = s.bind_on_grant.remove(&handle);
-        if how == Unblocked::Granted {
-            // Answered `OK`: its acquire is the last one, and decides the binding (a group's
-            // members are answered in their order in line).
-            if let Some((lock, token)) = s.core.granted_to(handle) {
-                let (lock, token) = (lock.clone(), token.to_vec());
-                bind(s, lock, &token, client);
-            }
+        if let Some((lock, token)) = binding {
+            bind(s, lock, &token, client);
         }
         s.fenced.remove(&handle);
         let fence = s.fence_of.remove(&handle);
@@ -675,6 +737,7 @@ pub fn lock_freed(ctx: Ctx, name: &[u8], expired: bool) {
     } else {
         Counter::ForeignDeletesObserved
     });
+    end_binding(ctx, name);
     // python-redis-lock's own release has just signalled: nothing left to do. (Reading here
     // is fine; only writes must wait for the timer.)
     if !has_waiters(ctx, name) && keys::signal_pending(ctx, name) {
@@ -781,9 +844,12 @@ fn perform_due(ctx: Ctx) {
 /// One due look at a lock: hand a free lock to its first waiter (or signal python-redis-lock's
 /// waiters), take back a grant that never reached its client, or follow the holder's lease.
 fn look_at(ctx: Ctx, check: Check, now: i64) {
-    if !ctx.select_db(check.lock.db) {
-        return;
-    }
+    // In the lock's database, and back to the context's own after (it may be a real client's).
+    let db = check.lock.db;
+    ctx.in_db(db, |ctx| look_at_here(ctx, check, now));
+}
+
+fn look_at_here(ctx: Ctx, check: Check, now: i64) {
     let name = &check.lock.name;
     let key_name = keys::lock_key(name);
     let Some(mut key) = Key::open(ctx, &key_name, true) else {
@@ -799,7 +865,7 @@ fn look_at(ctx: Ctx, check: Check, now: i64) {
         Kind::Empty => {
             // Not again if someone (python-redis-lock's own release) has just signalled.
             let signal = check.signal_if_free
-                && python_may_wait(name, now)
+                && python_may_wait(ctx, name, now)
                 && !keys::signal_pending(ctx, name);
             hand_over_or_free(ctx, &mut key, name, &key_name, now, signal)
         }
@@ -929,6 +995,7 @@ fn hand_over_or_free(
     signal: bool,
 ) {
     with(|s| forget_fence_holder(s, name));
+    end_binding(ctx, name);
     // One pass per group of waiters that cannot be given what they asked for (a fence): a
     // loop, not a recursion, as clients choose how many such waiters there are.
     while !let_go_once(ctx, key, name, key_name, now, signal) {}

@@ -145,8 +145,8 @@ fn block_timeout_ms(arg: &[u8]) -> Option<Option<i64>> {
     Some(Some((secs * 1000.0).ceil() as i64))
 }
 
-fn reply(_ctx: Ctx, handle: Handle, how: Unblocked) -> CmdResult {
-    engine::answer(handle, how)
+fn reply(ctx: Ctx, handle: Handle, how: Unblocked) -> CmdResult {
+    engine::answer(ctx, handle, how)
 }
 
 /// A keyspace event on any key; only `lock:<name>` keys matter. `del`, `expired`, `evicted`,
@@ -174,8 +174,14 @@ fn key_event(ctx: Ctx, key: &[u8], event: &[u8]) {
 /// have changed. A client gone: the locks bound to it are let go.
 fn server_event(ctx: Ctx, event: ServerEvent) {
     match event {
-        ServerEvent::Flushed(db) => engine::databases_changed(ctx, db),
+        ServerEvent::Flushed(db) => {
+            engine::bindings_end_in(db);
+            engine::databases_changed(ctx, db);
+        }
         ServerEvent::Swapped(a, b) => {
+            // The locks named in a binding are no longer in its database.
+            engine::bindings_end_in(Some(a));
+            engine::bindings_end_in(Some(b));
             engine::databases_changed(ctx, Some(a));
             engine::databases_changed(ctx, Some(b));
         }

@@ -44,7 +44,12 @@ pub mod stats;
 use redis_module::{Context, RedisString, Status};
 
 #[cfg(not(test))]
-fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    if let Err(why) = config::apply_load_args(&args) {
+        ctx.log_warning(&why);
+        return Status::Err;
+    }
     if commands::register(ctx) && crate::redis::subscribe(ctx, events::handlers()) {
         crate::redis::log_features(ctx);
         engine::loaded(crate::redis::Ctx::of(ctx));
@@ -81,6 +86,8 @@ redis_module::redis_module! {
             ["python-signal", &config::PYTHON_SIGNAL, config::PythonSignal::auto,
              redis_module::configuration::ConfigurationFlags::DEFAULT, None],
         ],
-        module_args_as_configuration: true,
+        // Checked and applied by `init` (config::apply_load_args): the crate's own reading
+        // ignores unknown names.
+        module_args_as_configuration: false,
     ]
 }

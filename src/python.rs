@@ -73,6 +73,9 @@ pub struct PythonWaiters {
     attempts: HashMap<u64, i64>,
     /// Until when every name counts as awaited (the attempts table overflowed).
     all_until: i64,
+    /// The watches overflowed and were dropped: every name counts as awaited until the
+    /// clients blocked in a list pop at that moment are known (`overflow_over`).
+    overflow: bool,
     /// Clients blocked in a list pop at load, on names unknown.
     anywhere: Vec<u64>,
     entries: usize,
@@ -129,11 +132,12 @@ impl PythonWaiters {
         now: i64,
         mut blocked: impl FnMut(u64) -> bool,
     ) -> bool {
-        if now < self.all_until {
+        if self.overflow || now < self.all_until {
             return true;
         }
         if !self.anywhere.is_empty() {
-            self.anywhere.retain(|c| blocked(*c));
+            self.anywhere
+                .retain(|c| *c != UNKNOWN_CLIENT && blocked(*c));
             if !self.anywhere.is_empty() {
                 return true;
             }
@@ -244,12 +248,30 @@ impl PythonWaiters {
             return false;
         }
         // Waits that never end by themselves (clients unknown, on Redis 7.0, or blocked on
-        // very many names): signal every freed lock from now on rather than keep them all.
+        // very many names): drop them, and signal every freed lock until the clients blocked
+        // in a list pop now are known (`overflow_over`); they then count as waiting on every
+        // name until they are unblocked, and the table starts over.
         self.by_name = HashMap::new();
         self.entries = 0;
         self.next_sweep = MIN_SWEEP;
-        self.all_until = i64::MAX;
+        self.overflow = true;
         true
+    }
+
+    /// Whether the watches overflowed and the clients blocked now are wanted.
+    pub fn overflowing(&self) -> bool {
+        self.overflow
+    }
+
+    /// After an overflow: `clients` are blocked in `BLPOP`/`BRPOP` now (names unknown: every
+    /// name) until they are unblocked; the overflow is over.
+    pub fn overflow_over(&mut self, clients: Vec<u64>) {
+        for c in clients {
+            if !self.anywhere.contains(&c) {
+                self.anywhere.push(c);
+            }
+        }
+        self.overflow = false;
     }
 
     /// How many attempts are kept.
@@ -438,6 +460,27 @@ mod tests {
         }
         assert!(overflowed);
         assert!(p.may_wait(b"never-seen", 1, |_| false));
+        assert!(p.overflowing());
+        // Transient: over once the clients blocked at that moment are known, and they count
+        // only while they stay blocked.
+        p.overflow_over(vec![5]);
+        assert!(!p.overflowing());
+        assert!(p.may_wait(b"never-seen", 1, |c| c == 5));
+        assert!(!p.may_wait(b"never-seen", 1, |_| false));
+        assert!(p.len() < MIN_SWEEP, "{}", p.len());
+    }
+
+    #[test]
+    fn the_watch_noted_after_a_sweep_is_kept() {
+        // The engine sweeps before it notes a new watch, whose client is not blocked yet.
+        let mut p = PythonWaiters::new();
+        for i in 0..MIN_SWEEP as u64 {
+            p.blpop(i.to_string().as_bytes(), i + 1, NEVER, 0, i);
+        }
+        assert!(p.wants_sweep());
+        assert!(!p.sweep(0, |_| false));
+        p.blpop(b"new", 99_999, NEVER, 0, 1 << 20);
+        assert!(p.may_wait(b"new", 0, |c| c == 99_999));
     }
 
     #[test]

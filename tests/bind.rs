@@ -183,3 +183,133 @@ fn ten_thousand_bound_acquisitions_by_short_lived_connections_leave_nothing() {
     assert!(info.contains("rlock_bound_locks:0\r\n"), "{info}");
     assert!(info.contains("rlock_bound_released:5000\r\n"), "{info}");
 }
+
+/// `INFO rlock`'s `field` (without the `rlock_` prefix).
+fn gauge(c: &mut Raw, field: &str) -> i64 {
+    let info = c.call(&["INFO", "rlock"]).text().unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("rlock_{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rlock_{field} in {info}"))
+}
+
+/// Wait until `bound_locks` and `bound_clients` are both 0.
+fn bindings_gone(c: &mut Raw, what: &str) {
+    let start = Instant::now();
+    loop {
+        let (locks, clients) = (gauge(c, "bound_locks"), gauge(c, "bound_clients"));
+        if locks == 0 && clients == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: bound_locks {locks}, bound_clients {clients}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A binding ends with its lock, however the lock ends, while the bound connection stays open:
+/// nothing is kept for it, and the connection's later going takes nothing back.
+#[test]
+fn a_binding_ends_when_its_lock_ends_by_any_path() {
+    let s = Server::start();
+    let mut admin = Raw::connect(&s);
+    let mut holder = Raw::connect(&s);
+    let bind = |h: &mut Raw, name: &str, ttl: &str| {
+        assert_eq!(
+            h.call(&["LOCK.ACQUIRE", name, "t", ttl, "BIND"]),
+            R::ok(),
+            "{name}"
+        );
+    };
+    let cases: &[(&str, &[&str])] = &[
+        ("DEL", &["DEL", "lock:e"]),
+        ("UNLINK", &["UNLINK", "lock:e"]),
+        ("PEXPIRE in the past", &["PEXPIRE", "lock:e", "0"]),
+        ("RENAME", &["RENAME", "lock:e", "elsewhere"]),
+        ("MOVE", &["MOVE", "lock:e", "5"]),
+        ("FLUSHDB", &["FLUSHDB"]),
+        ("FLUSHALL", &["FLUSHALL"]),
+        ("SWAPDB", &["SWAPDB", "0", "7"]),
+        ("LOCK.RESETALL", &["LOCK.RESETALL"]),
+    ];
+    for (what, end) in cases {
+        bind(&mut holder, "e", "3600");
+        assert_eq!(gauge(&mut admin, "bound_locks"), 1, "{what}");
+        assert!(!matches!(admin.call(end), R::Error(_)), "{what}");
+        bindings_gone(&mut admin, what);
+        admin.call(&["FLUSHALL"]);
+    }
+    // Expiry, and a python-redis-lock holder taking the freed lock.
+    bind(&mut holder, "x", "1");
+    bindings_gone(&mut admin, "expiry");
+    bind(&mut holder, "p", "3600");
+    assert_eq!(admin.call(&["DEL", "lock:p"]), R::Int(1));
+    let set = admin.call(&["SET", "lock:p", "py-id", "NX", "EX", "60"]);
+    assert_eq!(set, R::ok());
+    bindings_gone(&mut admin, "python holder");
+    // The holder's going takes nothing back: the python holder keeps its lock.
+    let id = holder.call(&["CLIENT", "ID"]).int();
+    drop(holder);
+    gone_and_still_owned(&mut admin, id, "p", "py-id");
+    assert_eq!(gauge(&mut admin, "bound_released"), 0);
+}
+
+/// 40,000 BIND acquisitions on one connection, each lock ending by expiry: the connection's
+/// bookkeeping goes back to nothing (not one entry per lock it ever held), while it stays open.
+#[test]
+fn forty_thousand_bound_locks_that_expire_leave_nothing_behind() {
+    let s = Server::start();
+    let mut admin = Raw::connect(&s);
+    let mut holder = Raw::connect(&s);
+    const N: usize = 40_000;
+    let names: Vec<String> = (0..N).map(|i| format!("many{i}")).collect();
+    for chunk in names.chunks(1000) {
+        let cmds: Vec<[&str; 5]> = chunk
+            .iter()
+            .map(|n| ["LOCK.ACQUIRE", n.as_str(), "t", "1", "BIND"])
+            .collect();
+        let refs: Vec<&[&str]> = cmds.iter().map(|c| &c[..]).collect();
+        holder.send(&refs);
+        for n in chunk {
+            assert_eq!(holder.read(n), R::ok(), "{n}");
+        }
+    }
+    assert_eq!(gauge(&mut admin, "bound_locks"), N as i64);
+    assert_eq!(gauge(&mut admin, "bound_clients"), 1);
+    // All of them expire within about a second (the server's active expiry finds them).
+    bindings_gone(&mut admin, "after expiry");
+    assert_eq!(holder.call(&["PING"]), R::Status("PONG".into()));
+    assert_eq!(gauge(&mut admin, "bound_released"), 0);
+}
+
+/// BIND from a script or function would bind the lock to the script engine's connection,
+/// which never goes away: it is refused, and changes nothing.
+#[test]
+fn bind_inside_a_script_or_function_is_refused() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    let script = "return redis.call('LOCK.ACQUIRE', 's', 't', '60', 'BIND')";
+    let lib = "#!lua name=binding\nredis.register_function('bind_it', function(keys, args) \
+               return redis.call('LOCK.ACQUIRE', 's', 't', '60', 'BIND') end)";
+    assert!(matches!(c.call(&["FUNCTION", "LOAD", lib]), R::Bulk(_)));
+    for call in [&["EVAL", script, "0"][..], &["FCALL", "bind_it", "0"][..]] {
+        match c.call(call) {
+            R::Error(e) => assert!(e.contains("BIND is not allowed in scripts"), "{e}"),
+            other => panic!("{call:?}: {other:?}"),
+        }
+        assert_eq!(c.owner("s"), None, "{call:?}");
+    }
+    assert_eq!(gauge(&mut c, "bound_locks"), 0);
+    // Without BIND a script may take the lock; in MULTI, BIND binds the caller.
+    let plain = "return redis.call('LOCK.ACQUIRE', 's', 't', '60')";
+    assert_eq!(c.call(&["EVAL", plain, "0"]), R::ok());
+    assert_eq!(c.release("s", "t"), 1);
+    let mut m = Raw::connect(&s);
+    let id = m.call(&["CLIENT", "ID"]).int();
+    m.call(&["MULTI"]);
+    m.call(&["LOCK.ACQUIRE", "s", "t", "60", "BIND"]);
+    assert_eq!(m.call(&["EXEC"]), R::Array(Some(vec![R::ok()])));
+    assert_eq!(info_field(&mut c, "s", "bound_to"), R::Int(id));
+}

@@ -94,6 +94,71 @@ fn arity_errors_are_spelled_as_the_server_spells_them() {
         err(&c.call(&["LOCK.ACQUIRE", "a", "t", "1", "BLOCK", "5", "BLOCK", "5"])),
         "ERR BLOCK given twice"
     );
+    // Past the longest valid call (8 arguments) too: the option error, not an arity error.
+    let long: &[(&[&str], &str)] = &[
+        (
+            &[
+                "LOCK.ACQUIRE",
+                "n",
+                "t",
+                "10",
+                "BLOCK",
+                "5",
+                "FENCE",
+                "BIND",
+                "BIND",
+            ],
+            "ERR BIND given twice",
+        ),
+        (
+            &[
+                "LOCK.ACQUIRE",
+                "n",
+                "t",
+                "10",
+                "FENCE",
+                "BIND",
+                "BLOCK",
+                "5",
+                "FENCE",
+            ],
+            "ERR FENCE given twice",
+        ),
+        (
+            &[
+                "LOCK.ACQUIRE",
+                "n",
+                "t",
+                "10",
+                "BLOCK",
+                "5",
+                "FENCE",
+                "BIND",
+                "BLOCK",
+                "5",
+            ],
+            "ERR BLOCK given twice",
+        ),
+        (
+            &[
+                "LOCK.ACQUIRE",
+                "n",
+                "t",
+                "10",
+                "BLOCK",
+                "5",
+                "FENCE",
+                "BIND",
+                "nope",
+                "x",
+                "y",
+            ],
+            "ERR unknown option 'nope' (expected BLOCK ms, FENCE or BIND)",
+        ),
+    ];
+    for (args, want) in long {
+        assert_eq!(err(&c.call(args)), *want, "{args:?}");
+    }
     assert_eq!(dbsize(&mut c), 0, "nothing changed");
 }
 

@@ -368,6 +368,46 @@ fn python_signal_is_a_module_config() {
     );
 }
 
+/// A load option the module does not know, or a value it does not take, stops the module from
+/// loading (and so the server from starting), with a log line naming it: a misspelt option
+/// must not leave the default in force unnoticed.
+#[test]
+fn a_misspelt_load_option_refuses_to_load() {
+    let load = |extra: &[&str]| {
+        let mut args = vec![
+            "--loadmodule".to_string(),
+            module_path().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["python-signl", "never"],
+            "unknown load option 'python-signl'",
+        ),
+        (
+            &["python-signal", "nevr"],
+            "bad value 'nevr' for load option python-signal",
+        ),
+        (
+            &["python-signal"],
+            "load option 'python-signal' has no value",
+        ),
+        (
+            &["python-signal", "never", "extra", "1"],
+            "unknown load option 'extra'",
+        ),
+    ];
+    for (extra, want) in cases {
+        let log = start_fails(&load(extra));
+        assert!(
+            log.contains(want),
+            "{extra:?}: no {want:?} in the log:\n{log}"
+        );
+    }
+}
+
 // ---- python-redis-lock waiters get their turn ----
 
 #[test]
@@ -500,4 +540,80 @@ fn a_native_conditional_release_wakes_module_and_python_waiters() {
     *del2.last_mut().unwrap() = "next";
     assert_eq!(c.call(&del2), R::Int(1));
     woken(&mut py, "n");
+}
+
+// ---- the table of python waits: sweeps and overflow ----
+
+/// Queue `n` `BLPOP lock-signal:<prefix><i> 0` in `MULTI` and discard them: the command filter
+/// sees each (it runs when a command is queued), none ever blocks. Each is one watch in the
+/// module's table until a sweep finds its client not blocked.
+fn queue_blpops(c: &mut Raw, prefix: &str, n: usize) {
+    let mut cmds: Vec<Vec<String>> = vec![vec!["MULTI".into()]];
+    for i in 0..n {
+        cmds.push(vec![
+            "BLPOP".into(),
+            format!("lock-signal:{prefix}{i}"),
+            "0".into(),
+        ]);
+    }
+    cmds.push(vec!["DISCARD".into()]);
+    let refs: Vec<Vec<&str>> = cmds
+        .iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
+    let slices: Vec<&[&str]> = refs.iter().map(|c| c.as_slice()).collect();
+    c.send(&slices);
+    for _ in 0..n + 2 {
+        assert!(!matches!(c.read("queued"), R::Error(_)));
+    }
+}
+
+/// The `BLPOP` whose arrival makes the table sweep itself is not swept with the others: it is
+/// not blocked yet when the command filter sees it, and must still be woken by a release.
+#[test]
+fn the_blpop_that_triggers_a_sweep_is_still_woken() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    c.acquire("sweep", "t");
+    // 1023 watches that never block; the 1024th, a real waiter, reaches the sweep point.
+    queue_blpops(&mut c, "idle-", 1023);
+    let mut py = Raw::connect(&s);
+    py.send(&[&["BLPOP", "lock-signal:sweep", "0"]]);
+    s.wait_blocked(1);
+    assert_eq!(c.release("sweep", "t"), 1);
+    woken(&mut py, "sweep");
+}
+
+/// Watches that never end by themselves (on Redis 7.0 the module cannot tell a `BLPOP`'s
+/// client, so one queued and never blocked counts until its timeout, here none) overflow the
+/// table: every freed lock is then signalled, but only until the waiters blocked at that moment
+/// are gone. A real waiter is still woken; afterwards a lock nobody waits for is not signalled.
+/// (On 7.2+ the same BLPOPs are swept away as they come: no overflow, the same answers.)
+#[test]
+fn an_overflow_of_python_waits_is_transient() {
+    let s = Server::start();
+    let mut c = Raw::connect(&s);
+    c.acquire("real", "t");
+    let mut py = Raw::connect(&s);
+    py.send(&[&["BLPOP", "lock-signal:real", "0"]]);
+    s.wait_blocked(1);
+    // More than half of the most watches kept (2^18 / 2), in one pipelined MULTI.
+    queue_blpops(&mut c, "gone-", (1 << 17) + 16);
+    let followed = common::info_field(&mut s.conn(), "rlock", "rlock_python_waits_followed");
+    assert!(followed <= 4096, "python_waits_followed: {followed}");
+    // The real waiter is still woken.
+    assert_eq!(c.release("real", "t"), 1);
+    woken(&mut py, "real");
+    // And nobody waits now: a freed lock is not signalled.
+    c.acquire("nobody", "t");
+    assert_eq!(c.release("nobody", "t"), 1);
+    assert!(!signalled(&mut c, "nobody"), "signalled after the overflow");
+    let R::Array(Some(fields)) = c.call(&["LOCK.INFO", "nobody"]) else {
+        panic!("LOCK.INFO")
+    };
+    let i = fields
+        .iter()
+        .position(|f| *f == R::Bulk(Some(b"python".to_vec())))
+        .unwrap();
+    assert_eq!(fields[i + 1], R::Int(0), "LOCK.INFO python");
 }

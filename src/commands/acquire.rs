@@ -58,6 +58,14 @@ pub fn run(ctx: Ctx, args: &[&[u8]]) -> CmdResult {
             )));
         }
     }
+    if bind && ctx.in_script() {
+        // The connection the lock would be bound to is the script engine's, which never goes
+        // away: the lock would outlive the caller. Bind from the caller's own connection.
+        return Err(CmdError(
+            "ERR BIND is not allowed in scripts and functions (the lock would be bound to the script engine, not to the caller's connection)"
+                .into(),
+        ));
+    }
     let key_name = writable_keys(ctx, name, fence)?;
     // `*`: the server makes the token and replies it instead of `OK`, as `XADD *` replies
     // the id it made.

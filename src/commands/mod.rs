@@ -163,8 +163,13 @@ fn routed(ctx: Ctx, args: &[&[u8]], run: fn(Ctx, &[&[u8]]) -> CmdResult) -> CmdR
     let [command, key, name, rest @ ..] = args else {
         return Err(not_routed());
     };
-    if *key != &*routing_key(name) || rest.len() > 6 {
+    if *key != &*routing_key(name) {
         return Err(not_routed());
+    }
+    if rest.len() > 6 {
+        // Too long for any valid call: handed over whole, for the error it is due.
+        let long: Vec<&[u8]> = [*command, *name].into_iter().chain(rest.iter().copied()).collect();
+        return run(ctx, &long);
     }
     let mut buf: [&[u8]; 8] = [&[]; 8];
     buf[0] = command;

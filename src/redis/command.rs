@@ -23,18 +23,21 @@ pub fn run_command(
     } else {
         unsafe { std::slice::from_raw_parts(argv, argc as usize) }
     };
-    // No command has more than 8 arguments (its own name included; 9 with the key the
-    // cluster filter puts in): more are an arity error, and no allocation.
+    // No valid call has more than 8 arguments (9 with the key the cluster filter puts in):
+    // those are read without an allocation. A longer one is still handed over whole (a Vec),
+    // so that the handler gives the error it is due (a repeated or unknown option, not an
+    // arity error).
     let mut buf: [&[u8]; 9] = [&[]; 9];
     let cap = if super::cluster_mode() { 9 } else { 8 };
-    let n = raw_args.len().min(cap);
-    for (slot, arg) in buf.iter_mut().zip(raw_args) {
-        *slot = string_bytes(*arg);
-    }
+    let long: Vec<&[u8]>;
     let args: &[&[u8]] = if raw_args.len() > cap {
-        &buf[..1]
+        long = raw_args.iter().map(|a| string_bytes(*a)).collect();
+        &long
     } else {
-        &buf[..n]
+        for (slot, arg) in buf.iter_mut().zip(raw_args) {
+            *slot = string_bytes(*arg);
+        }
+        &buf[..raw_args.len()]
     };
     let c = Ctx(ctx);
     let reply = catch_unwind(AssertUnwindSafe(|| handler(c, args))).unwrap_or_else(|_| {

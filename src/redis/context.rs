@@ -74,6 +74,12 @@ impl Ctx {
         f & deny == 0
     }
 
+    /// Whether the running command was called by a script or a function (`EVAL`, `FCALL`):
+    /// its client is then the script engine's, not the caller's.
+    pub fn in_script(self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_LUA != 0
+    }
+
     /// Whether the server runs in cluster mode (see `cluster_mode`).
     pub fn in_cluster(self) -> bool {
         cluster_mode()
@@ -104,7 +110,32 @@ impl Ctx {
         api!(RedisModule_GetSelectedDb(self.0) else 0)
     }
 
-    pub fn select_db(self, db: i32) -> bool {
+    /// Run `f` with database `db` selected, then select back the database selected before,
+    /// on every path out of `f` (a panic included). This is the only way the rest of the crate
+    /// can select a database, so no module code path changes a caller's selected database:
+    /// on Valkey 8.1 a post-notification job's context is the client whose command raised the
+    /// event (the `EXEC` or `EVAL` caller), not a temporary one. None if `db` cannot be
+    /// selected (nothing ran).
+    pub fn in_db<R>(self, db: i32, f: impl FnOnce(Ctx) -> R) -> Option<R> {
+        struct Back(Ctx, i32);
+        impl Drop for Back {
+            fn drop(&mut self) {
+                if self.0.db() != self.1 {
+                    self.0.select_db(self.1);
+                }
+            }
+        }
+        let home = self.db();
+        if home != db && !self.select_db(db) {
+            return None;
+        }
+        let _back = Back(self, home);
+        Some(f(self))
+    }
+
+    /// Select `db` and stay there: only for this layer's own restoring (`in_db`, and putting
+    /// back a client the server moved, `subscribe::home`).
+    pub(super) fn select_db(self, db: i32) -> bool {
         api!(RedisModule_SelectDb(self.0, db) else ERR) == OK
     }
 

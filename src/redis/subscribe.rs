@@ -19,6 +19,7 @@ unsafe extern "C" fn keyspace_cb(
 ) -> c_int {
     let _ = type_;
     if ANNOUNCING.load(Ordering::Relaxed) {
+        super::timer::back_home(Ctx(ctx));
         return OK; // rlock's own write: nothing to react to
     }
     let event = if event.is_null() {
@@ -132,9 +133,27 @@ unsafe extern "C" fn filter_cb(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     {
         home::copying(cmd.client_id());
     }
+    if argc >= 3 && is_script_call(cmd.arg(0)) {
+        super::timer::script_called(cmd.client_id());
+    }
     if let Some(h) = handlers() {
         guard(null_mut(), "command filter", || (h.command)(&cmd));
     }
+}
+
+/// `EVAL`, `EVALSHA`, `FCALL` and their `_RO` forms.
+fn is_script_call(name: &[u8]) -> bool {
+    matches!(name.first(), Some(b'e' | b'E' | b'f' | b'F'))
+        && [
+            &b"eval"[..],
+            b"evalsha",
+            b"eval_ro",
+            b"evalsha_ro",
+            b"fcall",
+            b"fcall_ro",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// A command as the command filter sees it, before it runs.

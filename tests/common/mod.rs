@@ -412,3 +412,40 @@ pub fn python_tries(c: &mut redis::Connection, name: &str) {
         .unwrap();
     assert_eq!(r, None, "python_tries: lock:{name} should be held");
 }
+
+/// Start the server with `args` added, expecting it to refuse to start (a module that fails
+/// to load stops the server): waits for the process to exit, with a deadline, and returns its
+/// log. Panics if it is still running at the deadline.
+pub fn start_fails(args: &[String]) -> String {
+    let dir = temp_dir();
+    let log = dir.join("server.log");
+    let mut child = Command::new(server_binary())
+        .args(["--save", "", "--port", "0", "--dir"])
+        .arg(&dir)
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .args(args)
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the server");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server started: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!status.success(), "the server exited 0: {text}");
+    text
+}

@@ -34,3 +34,21 @@ def test_python_redis_lock_suite_passes_against_rlock():
     assert not re.search(r'skipped|xfail|xpass|error', summary), f'not every test ran and passed: {summary!r}'
     assert len(_left_out()) == 2
     print(summary)
+
+
+def test_python_redis_lock_itself_passes_on_a_module_server():
+    """The same suite, unmodified, testing python-redis-lock 4.0.1 itself against a server with
+    the module loaded (``scripts/prl-suite.sh --original``): its clients behave as without the
+    module (PROTOCOL.md, promise 6). Nothing is left out."""
+    proc = subprocess.run(
+        [str(REPO / 'scripts' / 'prl-suite.sh'), '--original', '-q', '-rfEs', '--color=no'],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=DEADLINE,
+        env=dict(os.environ),
+    )
+    out = proc.stdout
+    summary = out.strip().splitlines()[-1] if out.strip() else ''
+    assert proc.returncode == 0, f'python-redis-lock\'s own suite failed on a module server:\n{out[-20000:]}'
+    passed = re.search(r'(\d+) passed', summary)
+    assert passed and int(passed.group(1)) >= 170, f'too few tests ran: {summary!r}\n{out[-5000:]}'
+    assert not re.search(r'skipped|xfail|xpass|error|deselected', summary), f'not every test ran and passed: {summary!r}'
+    print(summary)
