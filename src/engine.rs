@@ -373,7 +373,7 @@ pub struct Acquire {
 pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquire) -> CmdResult {
     let mut key = keys::open_lock(ctx, key_name, true)?;
     // Read before anything is written: a fence key that is not one changes nothing.
-    let last_fence = if how.fence {
+    let mut last_fence = if how.fence {
         Some(read_fence(ctx, name)?)
     } else {
         None
@@ -383,6 +383,10 @@ pub fn acquire(ctx: Ctx, name: &[u8], key_name: &[u8], token: &[u8], how: Acquir
     // scheduled): they go first.
     if key.kind() == Kind::Empty && has_waiters(ctx, name) {
         hand_over_or_free(ctx, &mut key, name, key_name, now, false);
+        if how.fence {
+            // They may have been given fences: the next is above those.
+            last_fence = Some(read_fence(ctx, name)?);
+        }
     }
     // Kept free for a python-redis-lock waiter: as if held until then.
     let turn = if key.kind() == Kind::Empty {

@@ -62,6 +62,9 @@ enum St {
     PyWait {
         name: usize,
         id: String,
+        /// A `FLUSHALL` came since: it signals nobody (nor would it without the module), so
+        /// this waiter is woken by hand at the end.
+        flushed: bool,
     },
 }
 
@@ -97,6 +100,10 @@ struct Run {
     seq: u64,
     /// Keys may be evicted now: a hold may end at any moment, unseen.
     evicting: bool,
+    /// The holds this step's `DEL`/`FLUSHALL` ended, as the server saw them when it ran: a
+    /// grant to one of them read afterwards was made before (the timer hands locks over at any
+    /// moment), and is over.
+    ended_now: Vec<(usize, String)>,
     /// The holds told during an eviction step (their order is not known).
     evicted_window: Vec<(usize, Hold)>,
     /// The fences replied during an eviction step.
@@ -160,6 +167,7 @@ impl Run {
             py_ids: 0,
             seq: 0,
             evicting: false,
+            ended_now: Vec::new(),
             evicted_window: Vec::new(),
             window_fences: Vec::new(),
             step: 0,
@@ -196,6 +204,13 @@ impl Run {
         bound: Option<usize>,
         seq: u64,
     ) {
+        if self.ended_now.iter().any(|(n, t)| *n == name && t == token) {
+            self.note(format!(
+                "  -> {token:?} held {} until this step ended it",
+                NAMES[name]
+            ));
+            return;
+        }
         let held = self.holds[name].clone();
         if let Some(h) = &held {
             if h.token != token && !h.may_have_ended && !self.evicting {
@@ -301,14 +316,29 @@ impl Run {
 
     /// Read what has come in, on every connection.
     fn drain(&mut self) {
+        // Replies that came in together are read in the order the server gave their fences
+        // (a hand-over made by a later command's own acquire comes before its fence); the rest
+        // in the actors' order.
+        let mut came = Vec::new();
         for i in 0..self.actors.len() {
             loop {
-                let got = self.actors[i].c.poll();
-                let r = match got {
-                    Ok(r) => r,
+                match self.actors[i].c.poll() {
+                    Ok(r) => came.push((i, r)),
                     Err(End::Quiet) => break,
                     Err(End::Closed) => fail(self, &format!("actor {i}: connection closed")),
-                };
+                }
+            }
+        }
+        came.sort_by_key(|(_, r)| match r {
+            R::Int(f) => *f,
+            R::Array(Some(v)) => match v.last() {
+                Some(R::Int(f)) => *f,
+                _ => 0,
+            },
+            _ => 0,
+        });
+        for (i, r) in came {
+            {
                 let st = std::mem::replace(&mut self.actors[i].st, St::Idle);
                 match st {
                     St::Idle => fail(
@@ -333,12 +363,16 @@ impl Run {
                         } else if r == R::nil() {
                             let signal = format!("lock-signal:{}", NAMES[name]);
                             self.actors[i].c.send(&[&["BLPOP", signal.as_str(), "0"]]);
-                            self.actors[i].st = St::PyWait { name, id };
+                            self.actors[i].st = St::PyWait {
+                                name,
+                                id,
+                                flushed: false,
+                            };
                         } else {
                             fail(self, &format!("actor {i}: python SET NX replied {r:?}"));
                         }
                     }
-                    St::PyWait { name, id } => {
+                    St::PyWait { name, id, .. } => {
                         self.note(format!(
                             "actor {i} python BLPOP {} woken: {r:?}",
                             NAMES[name]
@@ -429,6 +463,15 @@ impl Run {
         None
     }
 
+    /// `replies` starts with the `GET lock:<name>` run in the same `MULTI` as what ended it.
+    fn ended_by(&mut self, name: usize, replies: &[R]) {
+        if let Some(R::Bulk(Some(t))) = replies.first() {
+            let token = String::from_utf8_lossy(t).into_owned();
+            self.note(format!("  {} was {token:?}'s", NAMES[name]));
+            self.ended_now.push((name, token));
+        }
+    }
+
     fn idle(&mut self) -> Option<usize> {
         let idle: Vec<usize> = (0..self.actors.len())
             .filter(|&i| matches!(self.actors[i].st, St::Idle))
@@ -486,6 +529,7 @@ impl Run {
     }
 
     fn step(&mut self) {
+        self.ended_now.clear();
         let name = self.rng.random_range(0..NAMES.len());
         let roll = self.rng.random_range(0..112);
         match roll {
@@ -648,7 +692,11 @@ impl Run {
             90..=95 => {
                 self.note(format!("DEL lock:{}", NAMES[name]));
                 let key = format!("lock:{}", NAMES[name]);
-                self.ctl.call(&["DEL", key.as_str()]);
+                let r = exec(
+                    &mut self.ctl,
+                    &[&["MULTI"][..], &["GET", &key], &["DEL", &key], &["EXEC"]],
+                );
+                self.ended_by(name, &r);
                 self.holds[name] = None;
             }
             100..=103 => {
@@ -768,9 +816,28 @@ impl Run {
             }
             _ => {
                 self.note("FLUSHALL".into());
-                assert_eq!(self.ctl.call(&["FLUSHALL"]), R::ok());
+                let keys: Vec<String> = NAMES.iter().map(|n| format!("lock:{n}")).collect();
+                let r = exec(
+                    &mut self.ctl,
+                    &[
+                        &["MULTI"][..],
+                        &["GET", &keys[0]],
+                        &["GET", &keys[1]],
+                        &["GET", &keys[2]],
+                        &["FLUSHALL"],
+                        &["EXEC"],
+                    ],
+                );
+                for n in 0..NAMES.len() {
+                    self.ended_by(n, &r[n..]);
+                }
                 for h in &mut self.holds {
                     *h = None;
+                }
+                for a in &mut self.actors {
+                    if let St::PyWait { flushed, .. } = &mut a.st {
+                        *flushed = true;
+                    }
                 }
             }
         }
@@ -790,6 +857,24 @@ impl Run {
             }
             for n in held {
                 self.release(n);
+            }
+            // A python-redis-lock waiter from before a FLUSHALL waits for a signal nobody
+            // sends (as without the module): the operator's LPUSH.
+            let flushed: Vec<usize> = self
+                .actors
+                .iter()
+                .filter_map(|a| match a.st {
+                    St::PyWait {
+                        name,
+                        flushed: true,
+                        ..
+                    } => Some(name),
+                    _ => None,
+                })
+                .collect();
+            for n in flushed {
+                let signal = format!("lock-signal:{}", NAMES[n]);
+                self.ctl.call(&["LPUSH", signal.as_str(), "1"]);
             }
             if start.elapsed() > DEADLINE * 3 {
                 let st: Vec<String> = self.actors.iter().map(|a| format!("{:?}", a.st)).collect();
@@ -816,6 +901,19 @@ impl Run {
             info_field_raw(&mut self.ctl, "clients", "blocked_clients"),
             0
         );
+    }
+}
+
+/// `MULTI`, the commands, `EXEC` (the first and last of `cmds`) sent at once: EXEC's replies.
+fn exec(c: &mut Raw, cmds: &[&[&str]]) -> Vec<R> {
+    c.send(cmds);
+    for _ in 0..cmds.len() - 1 {
+        let r = c.read("MULTI / QUEUED");
+        assert!(matches!(&r, R::Status(_)), "{r:?}");
+    }
+    match c.read("EXEC") {
+        R::Array(Some(v)) => v,
+        other => panic!("EXEC replied {other:?}"),
     }
 }
 

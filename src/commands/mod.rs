@@ -168,7 +168,10 @@ fn routed(ctx: Ctx, args: &[&[u8]], run: fn(Ctx, &[&[u8]]) -> CmdResult) -> CmdR
     }
     if rest.len() > 6 {
         // Too long for any valid call: handed over whole, for the error it is due.
-        let long: Vec<&[u8]> = [*command, *name].into_iter().chain(rest.iter().copied()).collect();
+        let long: Vec<&[u8]> = [*command, *name]
+            .into_iter()
+            .chain(rest.iter().copied())
+            .collect();
         return run(ctx, &long);
     }
     let mut buf: [&[u8]; 8] = [&[]; 8];
