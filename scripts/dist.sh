@@ -106,7 +106,7 @@ while todo:  # normal (not build or dev) dependencies of the library, transitive
         if any(k["kind"] is None for k in dep["dep_kinds"]) and dep["pkg"] not in seen:
             seen.add(dep["pkg"])
             todo.append(dep["pkg"])
-for pid in sorted(seen, key=lambda p: pkgs[p]["name"]):
+for pid in sorted(seen, key=lambda p: (pkgs[p]["name"], pkgs[p]["version"])):
     p = pkgs[pid]
     print(p["name"], p["version"], p.get("license") or "see the crate")
 '
