@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure everything needed to build, run and test rlock is present.
 #
-#   scripts/setup.sh            system packages (redis-server, clang, libclang-dev) and cargo
+#   scripts/setup.sh            system packages (redis-server, clang, libclang-dev, binutils) and cargo
 #   scripts/setup.sh --python   the same, plus the Python test venv at .venv (with rlock's client,
 #                               clients/python, installed editable), python-redis-lock's sdist (its
 #                               test suite) and the Node test packages in tests/node/node_modules
@@ -32,6 +32,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v objdump >/dev/null 2>&1 || missing+=(binutils)  # make dist's glibc check, test_dist.py
 
 if ((${#missing[@]})); then
     say "missing: ${missing[*]}; installing with apt-get"
@@ -40,13 +41,13 @@ if ((${#missing[@]})); then
         if command -v sudo >/dev/null 2>&1; then
             sudo=(sudo)
         else
-            say "not root and no sudo: install redis-server libclang-dev clang by hand" >&2
+            say "not root and no sudo: install ${missing[*]} by hand" >&2
             exit 1
         fi
     fi
     "${sudo[@]}" apt-get update
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y redis-server libclang-dev clang
+        apt-get install -y "${missing[@]}"
     # The Debian package starts a redis-server on port 6379; stop it so `make run` and the tests
     # get the port. There may be no init system at all (containers), so failures are fine.
     "${sudo[@]}" service redis-server stop >/dev/null 2>&1 \
