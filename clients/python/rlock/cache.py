@@ -3,7 +3,7 @@
 When a popular cache entry is missing, every request that misses it would compute it at once (the
 "dogpile", "thundering herd" or "cache stampede"). :func:`cached` lets exactly one caller compute
 the value while the others wait for it, and hands the value to all of them as soon as it is
-stored, without serving stale data. It needs only redis-py and the module's commands::
+stored, without serving stale data. It needs only redis-py (and, for the recipe below, the module; without it, see the end)::
 
     import rlock.cache
 
@@ -92,7 +92,7 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
     """The value cached at ``key``; on a miss ``compute()`` runs once, under a lock, while the
     other callers wait for its value (see the module docstring for the recipe).
 
-    :param client: a ``redis.Redis`` connected to a server with the rlock module.
+    :param client: a ``redis.Redis`` (with the rlock module loaded or not).
     :param key: the cache key (the value is a plain string key).
     :param ttl: the cached value's time to live in seconds (int or float; ``None``: no expiry).
     :param compute: called without arguments to make the value; must not return ``None``.
