@@ -3,7 +3,8 @@
 When a popular cache entry is missing, every request that misses it would compute it at once (the
 "dogpile", "thundering herd" or "cache stampede"). :func:`cached` lets exactly one caller compute
 the value while the others wait for it, and hands the value to all of them as soon as it is
-stored, without serving stale data. It needs only redis-py (and, for the recipe below, the module; without it, see the end)::
+stored, without serving stale data. It needs only redis-py (the recipe below uses the module's
+commands; without the module, see the end)::
 
     import rlock.cache
 
