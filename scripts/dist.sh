@@ -76,6 +76,8 @@ zig_lib="$("$tools/bin/python" -c 'import os, ziglang; print(os.path.join(os.pat
 # reads the declarations; the C and Rust code are compiled and linked by zig for glibc 2.17.
 inc="$zig_lib/libc/include"
 export BINDGEN_EXTRA_CLANG_ARGS="-isystem $zig_lib/include -isystem $inc/x86-linux-gnu -isystem $inc/generic-glibc -isystem $inc/x86-linux-any -isystem $inc/any-linux-any"
+# The same .so from any checkout: no build paths in its strings (panic locations).
+export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$repo=rlock --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=cargo"
 say "cargo zigbuild --release --target $TARGET.$GLIBC_MAX"
 cargo zigbuild --release --target "$TARGET.$GLIBC_MAX"
 built="target/$TARGET/release/librlock.so"
