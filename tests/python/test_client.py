@@ -357,6 +357,7 @@ def test_an_acquire_whose_reply_is_lost_gives_the_lock_back(r, redis_server):
         assert conn.ping()
         for blocking in (False, True):
             lock = rlock.Lock(conn, 'lost')  # no expire: a lost lock would be held for 1,000 years
+            assert not lock.locked()  # the pool's probe for the module made (again, after a loss)
             proxy.armed.set()
             with pytest.raises(redis.ConnectionError):
                 lock.acquire(blocking=blocking)

@@ -43,6 +43,8 @@ import redis_lock
 from redis.cluster import RedisCluster
 from helpers import free_blocked
 
+import rlock
+
 REPO = Path(__file__).resolve().parents[2]
 NODES = 3
 START_TIMEOUT = 10.0  # s for a node to answer PING
@@ -137,8 +139,7 @@ class Node:
             "--appendonly", "no",
             "--dir", self.dir,
             "--logfile", self.logfile,
-            "--loadmodule", str(module),
-        ]
+        ] + (["--loadmodule", str(module)] if module is not None else [])
         with open(os.path.join(self.dir, "console.log"), "wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -191,7 +192,7 @@ class Cluster:
             try:
                 _deadline_poll(f"PING on {node.port}", START_TIMEOUT, ping)
                 modules = [text(m[b"name"] if b"name" in m else m["name"]) for m in probe.module_list()]
-                if "rlock" not in modules:
+                if module is not None and "rlock" not in modules:
                     raise RuntimeError(f"node {node.port} runs without the rlock module: {modules}")
             finally:
                 probe.close()
@@ -236,11 +237,9 @@ class Cluster:
         return "\n".join(n.log_tail() for n in self.nodes)
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def _start_cluster(module):
     server = _binary("redis-server", "REDIS_SERVER")
     cli = _binary("redis-cli", "REDIS_CLI")
-    module = _module_path()
     base = tempfile.mkdtemp(prefix="rlock-cluster-")
     cl = None
     try:
@@ -256,12 +255,17 @@ def cluster():
                 cl.stop()
                 cl = None
         if error:
-            pytest.fail(f"could not start a 3-node cluster with the rlock module: {error}", pytrace=False)
+            pytest.fail(f"could not start a 3-node cluster (module {module}): {error}", pytrace=False)
         yield cl
     finally:
         if cl is not None:
             cl.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    yield from _start_cluster(_module_path())
 
 
 def _cluster_client(cluster, **kwargs):
@@ -974,3 +978,34 @@ def test_atomic_slot_migration_under_lock_traffic(cluster, rc):
     drops them; its waiters are answered -TRYAGAIN and follow the locks."""
     moving_slots_under_lock_traffic(
         cluster, rc, lambda source, target, slots: migrate_slots_atomically(cluster, source, target, slots))
+
+
+# --- a cluster without the module ---------------------------------------------------------------
+
+
+def test_without_the_module_rlock_speaks_python_redis_lock_s_protocol_in_a_cluster():
+    """On a cluster without the module (a managed cluster), redis-py's cluster client refuses
+    the probe itself (LOCK.OWNER is not in the servers' COMMAND): rlock then speaks
+    python-redis-lock's protocol, which in a cluster needs the name in a {hashtag}, as
+    python-redis-lock does (its scripts touch lock:<name> and lock-signal:<name>)."""
+    gen = _start_cluster(None)
+    cl = next(gen)
+    try:
+        client = _cluster_client(cl, socket_timeout=10)
+        try:
+            theirs = redis_lock.Lock(client, "{orders}", expire=60, strict=False)
+            assert theirs.acquire()
+            ours = rlock.Lock(client, "{orders}", expire=60, strict=False)
+            assert ours.acquire(blocking=False) is False
+            theirs.release()
+            assert ours.acquire(blocking=False) is True
+            assert text(client.get("lock:{orders}")) == ours.id
+            ours.extend(30)
+            with pytest.raises(rlock.ModuleRequired):
+                rlock.Lock(client, "{f}", expire=60, fence=True, strict=False).acquire()
+            ours.release()
+            assert client.get("lock:{orders}") is None
+        finally:
+            client.close()
+    finally:
+        gen.close()

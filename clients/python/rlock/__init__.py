@@ -14,6 +14,12 @@ connection, ``fence=True`` gives a fencing number. python-redis-lock clients on 
 share the same locks. ``rlock.asyncio.Lock`` is the same for ``redis.asyncio``;
 ``rlock.django_cache.RedisCache`` is python-redis-lock's Django cache backend on this ``Lock``.
 
+Where the module is not loaded (managed services), ``Lock``, ``reset_all``, the Django backend
+and ``cached`` speak python-redis-lock 4.0's own protocol on the same keys instead (``SET NX``, its
+Lua scripts, its signal list): decided once per connection pool with one ``LOCK.OWNER`` probe,
+probed again after a connection error. ``fence``, ``bind`` and ``Redlock`` need the module and
+raise :class:`ModuleRequired` there.
+
 Beyond python-redis-lock: ``rlock.Redlock`` (one lock over N independent rlock servers, held on a
 majority) and ``rlock.cached`` (get-or-compute with one computation per missing value).
 """
@@ -22,6 +28,7 @@ from ._base import NO_EXPIRY_SECONDS
 from ._base import AlreadyAcquired
 from ._base import AlreadyStarted
 from ._base import InvalidTimeout
+from ._base import ModuleRequired
 from ._base import NotAcquired
 from ._base import NotExpirable
 from ._base import TimeoutNotUsable
@@ -46,6 +53,7 @@ __all__ = [
     'AlreadyAcquired',
     'AlreadyStarted',
     'InvalidTimeout',
+    'ModuleRequired',
     'NotAcquired',
     'NotExpirable',
     'TimeoutNotUsable',

@@ -9,6 +9,13 @@ The module commands (README of the repository, section *Commands*)::
     LOCK.OWNER name                                         -> token | nil
     LOCK.INFO name                                          -> owner, ttl (ms), waiters, ...
     LOCK.RESETALL                                           -> number of locks removed
+
+Where the module is not loaded (a managed service, a server you may not load modules into), the
+same classes speak python-redis-lock 4.0's own protocol on the same keys instead: ``SET NX``, the
+Lua scripts below and the signal list ``lock-signal:<name>``. Which one a client speaks is
+decided once per connection pool (:func:`probe_args`, :func:`read_probe`) and asked again after
+a connection error. What only the module can do (``fence``, ``bind``, Redlock) raises
+:class:`ModuleRequired` there.
 """
 
 from base64 import b64encode
@@ -30,6 +37,57 @@ NO_EXPIRY_SECONDS = 1000 * 365 * 24 * 3600
 #: ``extend()`` treats a lock with more than this left (or no TTL at all, as python-redis-lock's own
 #: ``expire=None`` locks have) as one that does not expire, and raises ``NotExpirable``.
 NOT_EXPIRABLE_ABOVE_MS = NO_EXPIRY_SECONDS // 2 * 1000
+
+
+# python-redis-lock 4.0.1's scripts (src/redis_lock/__init__.py; BSD 2-Clause, (c) Ionel Cristian
+# Mărieș), byte for byte: without the module, rlock speaks its protocol on the same keys.
+UNLOCK_SCRIPT = b"""
+    if redis.call("get", KEYS[1]) ~= ARGV[1] then
+        return 1
+    else
+        redis.call("del", KEYS[2])
+        redis.call("lpush", KEYS[2], 1)
+        redis.call("pexpire", KEYS[2], ARGV[2])
+        redis.call("del", KEYS[1])
+        return 0
+    end
+"""
+
+EXTEND_SCRIPT = b"""
+    if redis.call("get", KEYS[1]) ~= ARGV[1] then
+        return 1
+    elseif redis.call("ttl", KEYS[1]) < 0 then
+        return 2
+    else
+        redis.call("expire", KEYS[1], ARGV[2])
+        return 0
+    end
+"""
+
+RESET_SCRIPT = b"""
+    redis.call('del', KEYS[2])
+    redis.call('lpush', KEYS[2], 1)
+    redis.call('pexpire', KEYS[2], ARGV[2])
+    return redis.call('del', KEYS[1])
+"""
+
+RESET_ALL_SCRIPT = b"""
+    local locks = redis.call('keys', 'lock:*')
+    local signal
+    for _, lock in pairs(locks) do
+        signal = 'lock-signal:' .. string.sub(lock, 6)
+        redis.call('del', signal)
+        redis.call('lpush', signal, 1)
+        redis.call('expire', signal, 1)
+        redis.call('del', lock)
+    end
+    return #locks
+"""
+
+
+class ModuleRequired(RuntimeError):
+    """What was asked needs the rlock Redis module (``LOCK.*`` commands), and the server does not
+    have it loaded."""
 
 
 class AlreadyAcquired(RuntimeError):
@@ -74,6 +132,85 @@ def _seconds(expire):
     return expire
 
 
+# --- is the module loaded? once per connection pool ---------------------------------------------
+
+#: Where the answer is kept: an attribute of the client's connection pool (of the client itself
+#: when it has none, e.g. a cluster client), so every Lock on that pool shares one probe.
+_STATE = '_rlock_module_loaded'
+
+
+def _holder(client):
+    return getattr(client, 'connection_pool', None) or client
+
+
+def known_state(client):
+    """``True``/``False`` once the pool's server was probed, ``None`` before."""
+    return getattr(_holder(client), _STATE, None)
+
+
+def remember_state(client, loaded):
+    try:
+        setattr(_holder(client), _STATE, loaded)
+    except (AttributeError, TypeError):
+        pass
+
+
+def forget_state(client):
+    """After a connection error (the server may have been restarted, or failed over, with or
+    without the module) the next call probes again."""
+    try:
+        delattr(_holder(client), _STATE)
+    except (AttributeError, TypeError):
+        pass
+
+
+def probe_args():
+    """The probe: ``LOCK.OWNER`` on a key no lock uses. Every user can run it to the point that
+    answers the question, whatever its ACL: the server looks the command up before it checks
+    permissions, so a server without the module says "unknown command" to everyone, and one
+    with it answers, or refuses with NOPERM (the user may not use the module: the module's
+    commands then tell the user so). ``MODULE LIST`` needs admin rights, ``COMMAND INFO`` is
+    often denied to restricted users."""
+    return ['LOCK.OWNER', 'rlock:probe']
+
+
+def is_unknown_command(exc):
+    """Whether an error means the server has no such command (no module loaded): its error
+    reply, or redis-py's cluster client refusing a command the servers' ``COMMAND`` lacks."""
+    from redis.exceptions import ConnectionError
+    from redis.exceptions import NoPermissionError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError
+
+    if not isinstance(exc, RedisError) or isinstance(exc, (NoPermissionError, ConnectionError, TimeoutError)):
+        return False
+    text = str(exc).lower()
+    return 'unknown command' in text or "command doesn't exist in redis commands" in text
+
+
+def read_probe(reply=None, error=None):
+    """The probe's answer as ``True`` (module loaded) or ``False``; other errors are raised and
+    nothing is remembered."""
+    from redis.exceptions import NoPermissionError
+
+    if error is None or isinstance(error, NoPermissionError):
+        return True
+    if is_unknown_command(error):
+        return False
+    raise error
+
+
+def module_required(what):
+    return ModuleRequired(
+        f'{what} needs the rlock Redis module (LOCK.* commands), which this server does not have '
+        'loaded; load it (loadmodule /path/to/librlock.so) or do without it'
+    )
+
+
+def new_id():
+    return b64encode(urandom(18)).decode('ascii')
+
+
 def info_fields(reply):
     """``LOCK.INFO``'s reply as a dict with str keys: RESP3 gives a map, RESP2 a flat array."""
     if isinstance(reply, dict):
@@ -108,9 +245,11 @@ class LockBase:
 
         :param expire: the lease in seconds. ``None`` (python-redis-lock: never expires): the
             module requires a lease, so the lock is taken for :data:`NO_EXPIRY_SECONDS`
-            (1,000 years); ``extend()`` still raises ``NotExpirable`` for it.
-        :param signal_expire: accepted and ignored: the module signals python-redis-lock's
-            waiters itself.
+            (1,000 years); ``extend()`` still raises ``NotExpirable`` for it. Without the module,
+            as python-redis-lock: the key gets no TTL.
+        :param signal_expire: without the module, how long (ms) the signal list of a release
+            lasts, as in python-redis-lock; with it, ignored: the module signals
+            python-redis-lock's waiters itself.
         :param bind: take the lock with ``BIND``: the server also lets it go (and hands it to the
             next waiter) when the connection that acquired it closes, so a crashed process frees
             it at once instead of after ``expire``. With ``expire=None`` this is the lock that is
@@ -137,7 +276,7 @@ class LockBase:
         # one round trip (see ``_ask_owner_first``).
         self._id_is_own = id is None
         if id is None:
-            self._id = b64encode(urandom(18)).decode('ascii')
+            self._id = new_id()
         elif isinstance(id, bytes):
             try:
                 self._id = id.decode('ascii')
@@ -229,6 +368,33 @@ class LockBase:
         # A foreign DEL frees the lock: the module hands it to its first waiter, or signals
         # python-redis-lock's waiters, as python-redis-lock's reset script would.
         return ['DEL', self._name]
+
+    def _check_needs(self, loaded):
+        """Raise :class:`ModuleRequired` when an option needs the module and it is not loaded."""
+        if not loaded:
+            if self._fence:
+                raise module_required('Lock(fence=True)')
+            if self._bind:
+                raise module_required('Lock(bind=True)')
+
+    # --- python-redis-lock's protocol (no module): keys, arguments, script replies -------------
+
+    def _script_keys(self):
+        return (self._name, self._signal)
+
+    def _plain_extended(self, error):
+        if error == 1:
+            raise NotAcquired(f'Lock {self._name} is not acquired or it already expired.')
+        elif error == 2:
+            raise NotExpirable(f'Lock {self._name} has no assigned expiration time')
+        elif error:
+            raise RuntimeError(f'Unsupported error code {error} from EXTEND script')
+
+    def _plain_released(self, error):
+        if error == 1:
+            raise NotAcquired(f'Lock({self._name}) is not acquired or it already expired.')
+        elif error:
+            raise RuntimeError(f'Unsupported error code {error} from EXTEND script.')
 
     # --- the replies ------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 When a popular cache entry is missing, every request that misses it would compute it at once (the
 "dogpile", "thundering herd" or "cache stampede"). :func:`cached` lets exactly one caller compute
 the value while the others wait for it, and hands the value to all of them as soon as it is
-stored, without serving stale data. It needs only redis-py and the module's commands::
+stored, without serving stale data. It needs only redis-py (the recipe below uses the module's
+commands; without the module, see the end)::
 
     import rlock.cache
 
@@ -51,10 +52,23 @@ and ``deserialize`` (the stored value -> value, e.g. ``json.loads``).
 ``lock_ttl`` (whole seconds) bounds how long a crashed caller can keep the others waiting; it
 should exceed the time ``compute()`` may take: if it runs out while computing, another caller
 computes too.
+
+Without the module (probed once per connection pool, see :mod:`rlock`), the same recipe runs on
+python-redis-lock's protocol, on the same lock key ``lock:<lock>``: ``SET NX EX lock_ttl`` and
+``GET key`` pipelined; the caller that took the lock computes, stores, and lets it go with
+python-redis-lock's release script (which pushes one element on ``lock-signal:<lock>``); the
+others ``BLPOP`` that list (at most ``lock_ttl`` seconds at a time, so a crashed holder delays
+them by its lease at most), and a waiter woken that finds the value pushes the signal on again
+before it returns, so the waiters wake one after the other, one round trip each, as
+python-redis-lock's own ``locked_get_or_set`` would serve them.
 """
 
 import math
 import time
+
+from ._base import UNLOCK_SCRIPT
+from ._base import new_id
+from .lock import module_loaded
 
 __all__ = ["cached", "Timeout", "WAITERS_TOKEN"]
 
@@ -79,7 +93,7 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
     """The value cached at ``key``; on a miss ``compute()`` runs once, under a lock, while the
     other callers wait for its value (see the module docstring for the recipe).
 
-    :param client: a ``redis.Redis`` connected to a server with the rlock module.
+    :param client: a ``redis.Redis`` (with the rlock module loaded or not).
     :param key: the cache key (the value is a plain string key).
     :param ttl: the cached value's time to live in seconds (int or float; ``None``: no expiry).
     :param compute: called without arguments to make the value; must not return ``None``.
@@ -99,6 +113,8 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
     value = client.get(key)
     if value is not None:
         return load(value)
+    if not module_loaded(client):
+        return _plain(client, key, ttl, compute, lock_ttl, timeout, deadline, lock, serialize, load)
 
     while True:
         # 2. Try to become the one that computes; the GET sees a value stored meanwhile.
@@ -148,3 +164,62 @@ def cached(client, key, ttl, compute, *, lock_ttl=60, timeout=None, lock_name=No
         # No value: compute() failed, or its lock's lease ran out (then the waiters hold the lock
         # with the shared token: let it go). Try again from 2.
         client.execute_command("LOCK.RELEASE", lock, WAITERS_TOKEN)
+
+
+#: ``signal_expire`` (ms) of python-redis-lock's release, for the signal list this recipe writes.
+SIGNAL_EXPIRE_MS = 1000
+
+
+def _plain(client, key, ttl, compute, lock_ttl, timeout, deadline, lock, serialize, load):
+    """:func:`cached` on a server without the module: python-redis-lock's lock and signal list."""
+    name, signal = "lock:" + lock, "lock-signal:" + lock
+    release = client.register_script(UNLOCK_SCRIPT)
+    while True:
+        token = new_id()
+        pipe = client.pipeline(transaction=False)
+        pipe.set(name, token, nx=True, ex=lock_ttl)
+        pipe.get(key)
+        took, value = pipe.execute(raise_on_error=False)
+        if isinstance(took, Exception):
+            raise took
+        if took:
+            stored = None
+            try:
+                if isinstance(value, Exception):
+                    raise value
+                if value is not None:
+                    return load(value)
+                result = compute()
+                if result is None:
+                    raise ValueError("compute() must return a value, not None")
+                stored = serialize(result) if serialize is not None else result
+                return result
+            finally:
+                # One round trip: store, then release (the script signals one waiter).
+                pipe = client.pipeline(transaction=False)
+                if stored is not None:
+                    pipe.set(key, stored, **_set_args(ttl))
+                release(keys=(name, signal), args=(token, SIGNAL_EXPIRE_MS), client=pipe)
+                pipe.execute()
+        if value is not None:
+            return load(value)
+
+        # Someone computes: wait for the signal of its release (or its lease's end).
+        wait = lock_ttl
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"no value for {key!r} within {timeout} s")
+            wait = min(wait, left)
+        woken = client.blpop(signal, max(wait, 0.001))
+        value = client.get(key)
+        if value is not None:
+            if woken:
+                # Pass the signal on to the next waiter, as its release would have.
+                pipe = client.pipeline(transaction=False)
+                pipe.lpush(signal, 1)
+                pipe.pexpire(signal, SIGNAL_EXPIRE_MS)
+                pipe.execute()
+            return load(value)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Timeout(f"no value for {key!r} within {timeout} s")

@@ -70,6 +70,8 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import redis
 from redis.exceptions import RedisError, ResponseError
 
+from ._base import is_unknown_command, module_required
+
 __all__ = ["Redlock", "RedlockError", "Acquired"]
 
 log = logging.getLogger(__name__)
@@ -290,6 +292,8 @@ class Redlock:
         it until ``server_timeout``), as soon as a majority can no longer be reached, or after
         ``server_timeout``. Returns an :class:`Acquired` (validity in seconds, token, servers)
         or None when not acquired; an attempt that failed has already been released everywhere.
+        Raises :class:`rlock.ModuleRequired` when an attempt failed and a server answered that it
+        has no ``LOCK.ACQUIRE`` (the module is not loaded there).
         """
         if self.held is not None:
             raise RedlockError(f"lock {self.name!r} is already acquired by this Redlock")
@@ -308,6 +312,9 @@ class Redlock:
                 self._acquire_round = rnd
                 return self.held
             self._release_everywhere(rnd, token)
+            lacking = [r.client for r in rnd.requests if r is not None and is_unknown_command(r.error)]
+            if lacking:
+                raise module_required(f"Redlock (server {lacking[0]!r})")
         return None
 
     def release(self) -> int:
