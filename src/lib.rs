@@ -59,10 +59,31 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }
 }
 
-/// `MODULE UNLOAD` (the server refuses it while a client is blocked or a timer armed): give
-/// back the memory the engine still holds, which would otherwise outlive the unloaded code.
+/// `MODULE UNLOAD` (the server refuses it while a client is blocked or a timer armed): refused
+/// while a client still points at a LOCK.* command (its last command, or one queued in
+/// `MULTI`): the server would keep that pointer into the unloaded module and crash on the next
+/// `CLIENT LIST` or `EXEC` (redis/redis#10259). Otherwise give back the memory the engine
+/// still holds, which would outlive the unloaded code.
 #[cfg(not(test))]
-fn deinit(_ctx: &Context) -> Status {
+fn deinit(ctx: &Context) -> Status {
+    let c = crate::redis::Ctx::of(ctx);
+    match crate::redis::clients_pointing_at(c, "lock.") {
+        Some(0) => {}
+        found => {
+            let why = match found {
+                Some(n) => {
+                    format!("{n} client(s) last ran a LOCK.* command or are queueing a MULTI")
+                }
+                None => "CLIENT LIST could not be read".into(),
+            };
+            c.log_warning(&format!(
+                "rlock: MODULE UNLOAD refused: {why}; the server would keep pointers into the \
+                 unloaded module in them (redis/redis#10259). Unload once they have sent \
+                 another command or disconnected"
+            ));
+            return Status::Err;
+        }
+    }
     engine::forget_everything();
     crate::redis::cluster_unload();
     Status::Ok

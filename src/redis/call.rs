@@ -72,6 +72,31 @@ pub fn clients_blocked_in(ctx: Ctx, commands: &[&str]) -> Option<Vec<u64>> {
     Some(ids)
 }
 
+/// How many clients may still point at one of the module's commands named `prefix...`
+/// (lowercase), from `CLIENT LIST`: those whose last command is one (`cmd=`), and those
+/// queueing a transaction (`MULTI`, flag `x`, not running its `EXEC`), which may hold one. The
+/// server keeps such pointers after `MODULE UNLOAD` (redis/redis#10259): a `CLIENT LIST` or an
+/// `EXEC` would then read freed memory. None if the list cannot be read.
+pub fn clients_pointing_at(ctx: Ctx, prefix: &str) -> Option<usize> {
+    let reply = api!(RedisModule_Call(ctx.0, c"CLIENT".as_ptr(), c"c".as_ptr(), c"LIST".as_ptr()) else null_mut());
+    let reply = CallReply::of(reply);
+    let list = reply.string_or_nil().ok()??;
+    let list = String::from_utf8_lossy(&list);
+    let count = list
+        .lines()
+        .filter(|line| {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or("")
+            };
+            let cmd = field("cmd").to_ascii_lowercase();
+            cmd.starts_with(prefix) || (field("flags").contains('x') && cmd != "exec")
+        })
+        .count();
+    Some(count)
+}
+
 /// What the server says about the client with id `id` (None: no such client, or the API is
 /// missing).
 pub(super) fn client_info(id: u64) -> Option<raw::RedisModuleClientInfo> {

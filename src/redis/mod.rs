@@ -45,7 +45,7 @@ mod subscribe;
 mod timer;
 
 pub use blocked::{unblock, Unblocked};
-pub use call::{client_blocked, clients_blocked_in};
+pub use call::{client_blocked, clients_blocked_in, clients_pointing_at};
 pub use command::{create_command, run_command, ArgType, CommandSpec, EntryPoint};
 pub use context::{cluster_mode, cluster_unload, Ctx};
 pub use info::Info;
