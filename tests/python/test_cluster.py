@@ -1009,3 +1009,29 @@ def test_without_the_module_rlock_speaks_python_redis_lock_s_protocol_in_a_clust
             client.close()
     finally:
         gen.close()
+
+
+def test_lock_command_held_back_by_a_pause_runs_as_sent(cluster, rc):
+    """Review: a LOCK.* call held back by CLIENT PAUSE (as a manual CLUSTER FAILOVER or FAILOVER
+    pauses writes) runs once the pause ends as the client sent it. Redis 7.0 runs command
+    filters again when a postponed command is reprocessed: the routing key went in twice, and
+    the call failed ('unknown option', arity errors); the filter now knows its own key."""
+    name = "{paused}"
+    port = cluster.owner_port(rc.keyslot(name))
+    node = cluster.direct[port]
+    node.delete(f"lock:{name}")
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+    try:
+        for pause in ("WRITE", "ALL"):
+            node.execute_command("CLIENT", "PAUSE", 200, pause)
+            assert client.execute_command("LOCK.ACQUIRE", name, "tok", 10) == b"OK", pause
+            assert node.execute_command("LOCK.OWNER", name) == b"tok", pause
+            node.execute_command("CLIENT", "PAUSE", 200, pause)
+            assert client.execute_command("LOCK.RELEASE", name, "tok") == 1, pause
+            assert node.execute_command("LOCK.OWNER", name) is None, pause
+            node.execute_command("CLIENT", "PAUSE", 200, pause)
+            assert client.execute_command("LOCK.OWNER", name) is None, pause
+    finally:
+        node.execute_command("CLIENT", "UNPAUSE")
+        client.close()
+        node.delete(f"lock:{name}")
