@@ -86,6 +86,7 @@ fn deinit(ctx: &Context) -> Status {
     }
     engine::forget_everything();
     crate::redis::cluster_unload();
+    crate::redis::forget_filter_strings();
     Status::Ok
 }
 

@@ -706,3 +706,35 @@ fn acl_is_checked_on_the_lock_keys_not_the_name() {
         .unwrap();
     assert_eq!(exists, 0);
 }
+
+/// A `CLIENT UNBLOCK` held back by `CLIENT PAUSE ALL` keeps `CLIENT UNBLOCK`'s rights when it
+/// runs. Redis 7.0 runs command filters again on a command it held back: the second pass must
+/// leave the filter's own rename alone (it turned `LOCK.CLIENTUNBLOCK` into `LOCK.UNBLOCK`,
+/// which the server checked as itself: NOPERM). Found by review.
+#[test]
+fn client_unblock_held_back_by_a_pause_keeps_its_rights() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "bob", "on", ">pw", "-@all", "+client|unblock"])
+        .query(&mut admin)
+        .unwrap();
+    let _: () = acquire("x", "holder", 100, None).query(&mut admin).unwrap();
+    let waiter = spawn_blocked::<Option<String>>(&s, acquire("x", "w", 100, Some(0)));
+    let mut bob = s.conn();
+    let _: () = redis::cmd("AUTH")
+        .arg("bob")
+        .arg("pw")
+        .query(&mut bob)
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "200", "ALL"])
+        .query(&mut admin)
+        .unwrap();
+    let unblocked: redis::RedisResult<i64> = redis::cmd("CLIENT")
+        .arg("UNBLOCK")
+        .arg(waiter.id)
+        .query(&mut bob);
+    assert_eq!(unblocked, Ok(1), "bob may CLIENT UNBLOCK, paused or not");
+    assert_eq!(waiter.wait(), Ok(None));
+}

@@ -50,7 +50,7 @@ pub use command::{create_command, run_command, ArgType, CommandSpec, EntryPoint}
 pub use context::{cluster_mode, cluster_unload, Ctx};
 pub use info::Info;
 pub use key::{EventClass, Key, Kind};
-pub use subscribe::{log_features, subscribe, Filtered};
+pub use subscribe::{forget_filter_strings, log_features, subscribe, Filtered};
 
 /// A blocked client, by the address of its `RedisModuleBlockedClient`.
 pub type Handle = usize;

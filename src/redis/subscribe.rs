@@ -200,7 +200,19 @@ impl Filtered {
         // The filter owns the strings it is given, but not one it refused.
         if api!(RedisModule_CommandFilterArgInsert(self.0, i, arg) else ERR) != OK {
             api!(RedisModule_FreeString(null_mut(), arg) else ());
+            return;
         }
+        own::remember(arg);
+    }
+
+    /// Whether argument `i` was put there by this filter (`insert`, `rename`) in an earlier pass
+    /// over the same command: Redis 7.0 filters a command again when a `CLIENT PAUSE` held it
+    /// back, and a second pass must not do the work twice.
+    pub fn is_own(&self, i: usize) -> bool {
+        let Ok(i) = c_int::try_from(i) else {
+            return false;
+        };
+        own::is_own(api!(RedisModule_CommandFilterArgGet(self.0, i) else null_mut()))
     }
 
     /// Make it `<name> <the arguments after the first n>`.
@@ -214,11 +226,69 @@ impl Filtered {
             return;
         }
         // The filter owns the strings it is given.
-        api!(RedisModule_CommandFilterArgReplace(self.0, 0, name) else ERR);
+        if api!(RedisModule_CommandFilterArgReplace(self.0, 0, name) else ERR) == OK {
+            own::remember(name);
+        }
         for _ in 1..n {
             api!(RedisModule_CommandFilterArgDelete(self.0, 1) else ERR);
         }
     }
+}
+
+/// The strings the filter put into commands, each with one reference of its own, so that a
+/// pointer found again in a command is surely one of them (never freed and reused meanwhile).
+/// At most `MAX` are remembered: a command held back while more than that many others were
+/// filtered is filtered twice, and its call answered with an argument error.
+mod own {
+    use std::cell::RefCell;
+    use std::collections::{HashSet, VecDeque};
+    use std::ptr::null_mut;
+
+    use redis_module::raw;
+
+    const MAX: usize = 1024;
+
+    thread_local! {
+        static OWN: RefCell<(VecDeque<usize>, HashSet<usize>)> = RefCell::default();
+    }
+
+    pub fn remember(s: *mut raw::RedisModuleString) {
+        api!(RedisModule_RetainString(null_mut(), s) else ());
+        let old = OWN.with_borrow_mut(|(order, set)| {
+            order.push_back(s as usize);
+            set.insert(s as usize);
+            if order.len() > MAX {
+                let old = order.pop_front()?;
+                set.remove(&old);
+                Some(old)
+            } else {
+                None
+            }
+        });
+        if let Some(old) = old {
+            api!(RedisModule_FreeString(null_mut(), old as *mut raw::RedisModuleString) else ());
+        }
+    }
+
+    pub fn is_own(s: *mut raw::RedisModuleString) -> bool {
+        !s.is_null() && OWN.with_borrow(|(_, set)| set.contains(&(s as usize)))
+    }
+
+    /// Let go of every string remembered (the module is being unloaded).
+    pub fn forget() {
+        let all: Vec<usize> = OWN.with_borrow_mut(|(order, set)| {
+            set.clear();
+            order.drain(..).collect()
+        });
+        for s in all {
+            api!(RedisModule_FreeString(null_mut(), s as *mut raw::RedisModuleString) else ());
+        }
+    }
+}
+
+/// The module is being unloaded: the filter's own strings go.
+pub fn forget_filter_strings() {
+    own::forget();
 }
 
 #[repr(C)]
