@@ -34,6 +34,9 @@ def test_python_redis_lock_suite_passes_against_rlock():
         env=dict(os.environ),
     )
     out = proc.stdout
+    if proc.returncode != 0 and (failed := _only_clock_races(out)):
+        _second_try([], failed, out)
+        return
     summary = out.strip().splitlines()[-1] if out.strip() else ''
     assert proc.returncode == 0, f'python-redis-lock\'s suite failed against rlock:\n{out[-20000:]}'
     passed = re.search(r'(\d+) passed', summary)
@@ -53,10 +56,30 @@ def _original(*args):
 
 # python-redis-lock's test_signal_expiration sleeps exactly signal_expire after its release and
 # then asserts the signal list has expired: it samples the server at the very millisecond of the
-# expiry. Under load it fails now and then with or without the module (measured: 2 failures in
-# runs without the module while a build loaded the machine; 960 of 960 passes in a quiet loop with
-# it). Its cases alone get one second try; any other failure fails at once.
+# expiry (a key expires once the clock is *past* its time). It fails now and then with or without
+# the module: seen in CI on a plain redis-server 7.0.15 with rlock's client speaking
+# python-redis-lock's own protocol (--no-module), and by hand while a build loaded the machine;
+# 960 of 960 passes in a quiet loop with the module. Its cases alone get one second try; any
+# other failure fails at once.
 RACES_THE_CLOCK = 'test_signal_expiration'
+
+
+def _only_clock_races(out):
+    """The ids of the failed tests if every one is a RACES_THE_CLOCK case, else None."""
+    failed = re.findall(r'^(?:FAILED|ERROR) (\S+)', out, re.M)
+    return failed if failed and all(RACES_THE_CLOCK in f for f in failed) else None
+
+
+def _second_try(mode, failed, first_out):
+    retry = subprocess.run(
+        [str(REPO / 'scripts' / 'prl-suite.sh'), *mode, '-q', '-rfEs', '--color=no', *failed],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=DEADLINE,
+        env=dict(os.environ),
+    )
+    assert retry.returncode == 0, (
+        f'{RACES_THE_CLOCK} failed twice:\n{first_out[-5000:]}\n{retry.stdout[-5000:]}'
+    )
+    print(f'{len(failed)} {RACES_THE_CLOCK} case(s) passed on their second try')
 
 
 def test_python_redis_lock_itself_passes_on_a_module_server():
@@ -65,15 +88,9 @@ def test_python_redis_lock_itself_passes_on_a_module_server():
     module (PROTOCOL.md, promise 6). Nothing is left out."""
     proc = _original()
     out = proc.stdout
-    if proc.returncode != 0:
-        failed = re.findall(r'^(?:FAILED|ERROR) (\S+)', out, re.M)
-        if failed and all(RACES_THE_CLOCK in f for f in failed):
-            retry = _original(*failed)
-            assert retry.returncode == 0, (
-                f'{RACES_THE_CLOCK} failed twice on a module server:\n{out[-5000:]}\n{retry.stdout[-5000:]}'
-            )
-            print(f'{len(failed)} {RACES_THE_CLOCK} case(s) passed on their second try')
-            return
+    if proc.returncode != 0 and (failed := _only_clock_races(out)):
+        _second_try(['--original'], failed, out)
+        return
     summary = out.strip().splitlines()[-1] if out.strip() else ''
     assert proc.returncode == 0, f'python-redis-lock\'s own suite failed on a module server:\n{out[-20000:]}'
     passed = re.search(r'(\d+) passed', summary)
@@ -108,6 +125,9 @@ def test_python_redis_lock_suite_passes_against_rlock_without_the_module(without
     except subprocess.TimeoutExpired:
         pytest.fail(f'the suite without the module did not finish within {DEADLINE} s:\n{log.read_text()[-5000:]}')
     out = log.read_text()
+    if proc.returncode != 0 and (failed := _only_clock_races(out)):
+        _second_try(['--no-module'], failed, out)
+        return
     summary = out.strip().splitlines()[-1] if out.strip() else ''
     assert proc.returncode == 0, f'python-redis-lock\'s suite failed against rlock without the module:\n{out[-20000:]}'
     passed = re.search(r'(\d+) passed', summary)
