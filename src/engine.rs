@@ -574,8 +574,14 @@ pub fn answer(ctx: Ctx, handle: Handle, how: Unblocked) -> CmdResult {
     // Answered `OK`: its acquire is the last one, and decides the binding (a group's members
     // are answered in their order in line), if its token still holds the lock (nothing ended
     // it in the same pass: a binding never outlives its lock).
+    // Only where it can change something: this waiter asked for BIND, or some lock is bound
+    // (the hand-over unbound this one; a waiter without BIND keeps it so). Otherwise no copy and
+    // no key read on the hand-over path.
     let granted = if how == Unblocked::Granted {
         with(|s| {
+            if !s.bind_on_grant.contains_key(&handle) && s.bound.is_empty() {
+                return None;
+            }
             let (lock, token) = s.core.granted_to(handle)?;
             Some((lock.clone(), token.to_vec()))
         })
