@@ -27,33 +27,6 @@ def _left_out():
     return [line.split('#')[0].strip() for line in lines if line.split('#')[0].strip()]
 
 
-def test_python_redis_lock_suite_passes_against_rlock():
-    proc = subprocess.run(
-        [str(REPO / 'scripts' / 'prl-suite.sh'), '-q', '-rfEs', '--color=no'],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=DEADLINE,
-        env=dict(os.environ),
-    )
-    out = proc.stdout
-    if proc.returncode != 0 and (failed := _only_clock_races(out)):
-        _second_try([], failed, out)
-        return
-    summary = out.strip().splitlines()[-1] if out.strip() else ''
-    assert proc.returncode == 0, f'python-redis-lock\'s suite failed against rlock:\n{out[-20000:]}'
-    passed = re.search(r'(\d+) passed', summary)
-    assert passed and int(passed.group(1)) >= 150, f'too few tests ran: {summary!r}\n{out[-5000:]}'
-    assert not re.search(r'skipped|xfail|xpass|error', summary), f'not every test ran and passed: {summary!r}'
-    assert len(_left_out()) == 2
-    print(summary)
-
-
-def _original(*args):
-    return subprocess.run(
-        [str(REPO / 'scripts' / 'prl-suite.sh'), '--original', '-q', '-rfEs', '--color=no', *args],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=DEADLINE,
-        env=dict(os.environ),
-    )
-
-
 # python-redis-lock's test_signal_expiration sleeps exactly signal_expire after its release and
 # then asserts the signal list has expired: it samples the server at the very millisecond of the
 # expiry (a key expires once the clock is *past* its time). It fails now and then with or without
@@ -71,32 +44,49 @@ def _only_clock_races(out):
 
 
 def _second_try(mode, failed, first_out):
-    retry = subprocess.run(
-        [str(REPO / 'scripts' / 'prl-suite.sh'), *mode, '-q', '-rfEs', '--color=no', *failed],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=DEADLINE,
-        env=dict(os.environ),
-    )
+    retry = _suite(mode, *failed)
     assert retry.returncode == 0, (
         f'{RACES_THE_CLOCK} failed twice:\n{first_out[-5000:]}\n{retry.stdout[-5000:]}'
     )
     print(f'{len(failed)} {RACES_THE_CLOCK} case(s) passed on their second try')
 
 
+def _suite(mode, *args):
+    """scripts/prl-suite.sh in `mode` ([], ['--no-module'] or ['--original']), run to its end."""
+    return subprocess.run(
+        [str(REPO / 'scripts' / 'prl-suite.sh'), *mode, '-q', '-rfEs', '--color=no', *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=DEADLINE,
+        env=dict(os.environ),
+    )
+
+
+def _judge(mode, returncode, out, what, at_least, not_in_summary):
+    """The suite passed whole: at least `at_least` tests, none of `not_in_summary` (a regex) in
+    its summary; its clock races alone get a second try."""
+    if returncode != 0 and (failed := _only_clock_races(out)):
+        _second_try(mode, failed, out)
+        return
+    summary = out.strip().splitlines()[-1] if out.strip() else ''
+    assert returncode == 0, f'python-redis-lock\'s suite failed {what}:\n{out[-20000:]}'
+    passed = re.search(r'(\d+) passed', summary)
+    assert passed and int(passed.group(1)) >= at_least, f'too few tests ran: {summary!r}\n{out[-5000:]}'
+    assert not re.search(not_in_summary, summary), f'not every test ran and passed: {summary!r}'
+    print(summary)
+
+
+def test_python_redis_lock_suite_passes_against_rlock():
+    proc = _suite([])
+    assert len(_left_out()) == 2
+    _judge([], proc.returncode, proc.stdout, 'against rlock', 150, r'skipped|xfail|xpass|error')
+
+
 def test_python_redis_lock_itself_passes_on_a_module_server():
     """The same suite, unmodified, testing python-redis-lock 4.0.1 itself against a server with
     the module loaded (``scripts/prl-suite.sh --original``): its clients behave as without the
     module (PROTOCOL.md, promise 6). Nothing is left out."""
-    proc = _original()
-    out = proc.stdout
-    if proc.returncode != 0 and (failed := _only_clock_races(out)):
-        _second_try(['--original'], failed, out)
-        return
-    summary = out.strip().splitlines()[-1] if out.strip() else ''
-    assert proc.returncode == 0, f'python-redis-lock\'s own suite failed on a module server:\n{out[-20000:]}'
-    passed = re.search(r'(\d+) passed', summary)
-    assert passed and int(passed.group(1)) >= 170, f'too few tests ran: {summary!r}\n{out[-5000:]}'
-    assert not re.search(r'skipped|xfail|xpass|error|deselected', summary), f'not every test ran and passed: {summary!r}'
-    print(summary)
+    proc = _suite(['--original'])
+    _judge(['--original'], proc.returncode, proc.stdout, 'on a module server', 170,
+           r'skipped|xfail|xpass|error|deselected')
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -124,14 +114,6 @@ def test_python_redis_lock_suite_passes_against_rlock_without_the_module(without
         proc.wait(timeout=DEADLINE)
     except subprocess.TimeoutExpired:
         pytest.fail(f'the suite without the module did not finish within {DEADLINE} s:\n{log.read_text()[-5000:]}')
-    out = log.read_text()
-    if proc.returncode != 0 and (failed := _only_clock_races(out)):
-        _second_try(['--no-module'], failed, out)
-        return
-    summary = out.strip().splitlines()[-1] if out.strip() else ''
-    assert proc.returncode == 0, f'python-redis-lock\'s suite failed against rlock without the module:\n{out[-20000:]}'
-    passed = re.search(r'(\d+) passed', summary)
-    assert passed and int(passed.group(1)) >= 150, f'too few tests ran: {summary!r}\n{out[-5000:]}'
     # Nothing deselected: the tests deselected.txt leaves out with the module ran too.
-    assert not re.search(r'skipped|xfail|xpass|error|deselected', summary), f'not every test ran and passed: {summary!r}'
-    print(summary)
+    _judge(['--no-module'], proc.returncode, log.read_text(), 'against rlock without the module', 150,
+           r'skipped|xfail|xpass|error|deselected')
